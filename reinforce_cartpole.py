@@ -9,9 +9,12 @@ differs from the tutorial, a comment starting with "Tutorial fix" says why.
 """
 
 import argparse
+import csv
 import os
+import signal
 import sys
 import tempfile
+import time
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +63,9 @@ def _in_range(name, low, high=None, *, kind=float, low_open=True):
 
 
 def parse_args(argv=None):
-    p = _Parser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.")
+    p = _Parser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
+                epilog="Exit status: 0 solved, 1 not solved within --max-episodes, 2 bad usage, "
+                       "130 / 143 stopped by SIGINT / SIGTERM.")
     p.add_argument("--seed", type=int, default=543, help="random seed (default: 543)")
     p.add_argument("--gamma", type=_in_range("gamma", 0, 1), default=0.99,
                    help="discount factor, in (0, 1] (default: 0.99)")
@@ -69,13 +74,26 @@ def parse_args(argv=None):
     p.add_argument("--max-episodes", type=_in_range("max episodes", 1, kind=int, low_open=False), default=1000000,
                    help="stop after this many episodes if not solved (default: 1000000)")
     p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True,
-                   help="record videos of training episodes into --video-dir (default: on)")
+                   help="record videos into --video-dir (default: on)")
     p.add_argument("--lr", type=_in_range("learning rate", 0), default=1e-2,
                    help="Adam learning rate (default: 0.01)")
-    p.add_argument("--env-id", default="CartPole-v0",
-                   help="gymnasium env with a flat Box observation and Discrete actions (default: CartPole-v0)")
+    p.add_argument("--env-id", default=None,
+                   help="gymnasium env with a flat Box observation and Discrete actions "
+                        "(default: CartPole-v0, or with --play the checkpoint's env)")
     p.add_argument("--video-dir", default="video", help="where recordings go (default: video)")
-    return p.parse_args(argv)
+    p.add_argument("--save-model", metavar="PATH", help="save the policy and optimizer to PATH when training "
+                   "ends or is stopped (default: not saved)")
+    p.add_argument("--play", metavar="PATH", help="load a --save-model checkpoint and play it, without training")
+    p.add_argument("--eval-episodes", type=_in_range("eval episodes", 1, kind=int, low_open=False), default=10,
+                   metavar="N", help="episodes that --play runs (default: 10)")
+    p.add_argument("--history", metavar="PATH", help="write one CSV row per episode to PATH (default: none)")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG learning curve to PATH (default: none)")
+    args = p.parse_args(argv)
+    if args.play:
+        for flag in ("save_model", "history", "plot"):
+            if getattr(args, flag):
+                raise UsageError(f"--{flag.replace('_', '-')} applies to training, not to --play")
+    return args
 
 
 # --- Setting up the Environment ----------------------------------------------------
@@ -103,8 +121,6 @@ class VideoRecorder(RecordVideo):
             self._pending.append(self._encoder.submit(self._encode, frames, name))
 
     def _encode(self, frames, name):
-        import signal
-
         from moviepy.video.io.ImageSequenceClip import ImageSequenceClip
 
         # ffmpeg inherits this thread's signal mask: a Ctrl-C sent to the whole process
@@ -322,28 +338,213 @@ def format_state(state):
     return "State:\n" + "\n".join(f"\t{k}: {v}" for k, v in fields.items())
 
 
+# --- Beyond the tutorial: what a user keeps from a run ------------------------------
+
+DEFAULT_ENV_ID = "CartPole-v0"
+# Evaluation episodes get seeds well clear of the training episodes' seed + episode.
+EVAL_SEED_OFFSET = 10_000_000
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) or SIGTERM asks the run to stop after the current step."""
+
+    def __init__(self):
+        self.signum = None
+        self.on_stop = []
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            for callback in self.on_stop:
+                callback()
+
+    @property
+    def exit_status(self):
+        return 128 + self.signum
+
+    def report(self, what):
+        print(f"Stopped by {signal.Signals(self.signum).name}: {what}")
+
+
+class CheckpointInfo:
+    """Saved by Ignite's Checkpoint next to the weights: what rebuilds and checks them."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def state_dict(self):
+        return self.read()
+
+    def load_state_dict(self, state):
+        self.read = lambda: dict(state)
+
+
+class History:
+    """One row per episode. The CSV is appended and flushed row by row, so it is valid
+    however the run ends; the rows also stay in memory for the plot."""
+
+    FIELDS = ("episode", "length", "return", "running_reward", "seconds")
+
+    def __init__(self, path=None):
+        self.rows = []
+        self._started = time.perf_counter()
+        self._last_iteration = 0
+        self._file = self._csv = None
+        if path:
+            self._file = open(path, "w", newline="")
+            self._csv = csv.writer(self._file)
+            self._write(self.FIELDS)
+
+    def _write(self, row):
+        self._csv.writerow(row)
+        self._file.flush()
+
+    def record_episode(self, engine):
+        state = engine.state
+        row = (state.epoch, state.iteration - self._last_iteration, state.ep_reward,
+               round(state.running_reward, 6), round(time.perf_counter() - self._started, 3))
+        self._last_iteration = state.iteration
+        self.rows.append(row)
+        if self._file:
+            self._write(row)
+
+    def close(self):
+        if self._file:
+            self._file.close()
+
+
+def solving_episode(rows, threshold):
+    return next((row[0] for row in rows if is_solved(row[3], row[0], threshold)), None)
+
+
+def write_plot(path, rows, threshold, title):
+    """Episode return and running reward against the episode, as a PNG (Agg, no pyplot)."""
+    from matplotlib.figure import Figure
+
+    episodes = [row[0] for row in rows]
+    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(episodes, [row[2] for row in rows], color="tab:blue", alpha=0.35, lw=0.8, label="episode return")
+    ax.plot(episodes, [row[3] for row in rows], color="tab:orange", lw=2, label="running reward")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
+    solved = solving_episode(rows, threshold)
+    if solved is not None:
+        ax.axvline(solved, color="tab:green", ls=":", lw=1.5, label=f"solved at episode {solved}")
+    ax.set(title=title, xlabel="episode", ylabel="reward")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    directory, name = os.path.split(os.path.abspath(path))
+    partial = os.path.join(directory, f".{name}.partial")
+    fig.savefig(partial, format="png")
+    os.replace(partial, path)
+
+
+def attach_checkpoint(trainer, path, to_save):
+    """Ignite's Checkpoint writes `to_save` to exactly `path` (atomically) when the run ends."""
+    from ignite.handlers import Checkpoint, DiskSaver
+
+    directory, name = os.path.split(os.path.abspath(path))
+    checkpoint = Checkpoint(to_save, DiskSaver(directory, require_empty=False, atomic=True),
+                            filename_pattern=name.replace("{", "{{").replace("}", "}}"))
+    trainer.add_event_handler(Events.COMPLETED, checkpoint)
+
+
+def load_checkpoint(path, env_id):
+    """The env, the policy and the info of a --save-model checkpoint, or a UsageError."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--play {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"--play {path}: not a checkpoint (torch.load cannot read it)") from None
+    info = saved.get("info") if isinstance(saved, dict) else None
+    if not (isinstance(info, dict) and "policy" in saved
+            and {"env_id", "observation_size", "n_actions"} <= info.keys()):
+        raise UsageError(f"--play {path}: not a checkpoint written by --save-model")
+    if env_id is not None and env_id != info["env_id"]:
+        raise UsageError(f"--env-id {env_id} conflicts with --play {path}, which was trained on {info['env_id']}")
+    env = make_env(info["env_id"])
+    sizes = (env.observation_space.shape[0], int(env.action_space.n))
+    if sizes != (info["observation_size"], info["n_actions"]):
+        env.close()
+        raise UsageError(
+            f"--play {path}: made for {info['observation_size']} observations and {info['n_actions']} actions, "
+            f"but {info['env_id']} has {sizes[0]} and {sizes[1]}"
+        )
+    policy = Policy(*sizes)
+    try:
+        policy.load_state_dict(saved["policy"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        env.close()
+        raise UsageError(f"--play {path}: its weights do not fit the policy ({str(e).splitlines()[0]})") from None
+    return env, policy, info
+
+
+def check_output_file(flag, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot be written ({e.strerror or e})") from None
+
+
+def evaluate(policy, env, episodes, seed, stop):
+    """Plays with the trained policy: eval mode, so dropout is off; actions are still sampled.
+    Returns (return, length) of each episode that ran to its end."""
+    policy.eval()
+    results = []
+    with torch.no_grad():
+        for episode in range(episodes):
+            torch.manual_seed(seed + episode)
+            observation, _ = env.reset(seed=seed + episode)
+            total, length, done = 0.0, 0, False
+            while not done and stop.signum is None:
+                observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
+                total, length, done = total + reward, length + 1, terminated or truncated
+            del policy.saved_log_probs[:]
+            if not done:
+                break
+            results.append((total, length))
+    return results
+
+
+def episode_limit(env):
+    return f"/{env.spec.max_episode_steps}" if env.spec.max_episode_steps else ""
+
+
+def record_trained_agent(policy, args, stop):
+    env = VideoRecorder(make_env(args.env_id), args.video_dir, name_prefix="trained-agent",
+                        episode_trigger=lambda episode: True)
+    try:
+        results = evaluate(policy, env, 1, args.seed + EVAL_SEED_OFFSET, stop)
+    finally:
+        env.close()
+    for path in env.written:
+        if results:
+            total, length = results[0]
+            print(f"Trained agent: {display_path(path)} (balanced for {length}{episode_limit(env)} steps, "
+                  f"return {total:g})")
+        else:
+            print(f"Trained agent: {display_path(path)} (stopped before the episode ended)")
+
+
 # --- Run Trainer -------------------------------------------------------------------
 
 
-def main(argv=None):
-    try:
-        args = parse_args(argv)
-        if args.render:
-            # No window is ever opened: frames are drawn off-screen for the recordings.
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-            check_render_dependencies()
-        env = make_env(args.env_id)
-        if args.render:
-            check_video_dir(args.video_dir)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-
-    if args.render:
-        # Re-runs replace clips of the same name on purpose; gymnasium warns about it.
-        warnings.filterwarnings("ignore", message=".*Overwriting existing videos at")
-        env = VideoRecorder(env, args.video_dir)
-
+def train(args, env, stop):
     # Tutorial fix: it never seeds before building the Policy, so no run can be repeated.
     torch.manual_seed(args.seed)
     policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
@@ -352,17 +553,44 @@ def main(argv=None):
 
     trainer = create_trainer(env, policy, optimizer, seed=args.seed, gamma=args.gamma,
                              log_interval=args.log_interval)
+    stop.on_stop.append(trainer.terminate)
+    history = History(args.history)
+    trainer.add_event_handler(EPISODE_COMPLETED, history.record_episode)
+    threshold = env.spec.reward_threshold
+    if args.save_model:
+        info = CheckpointInfo(lambda: {
+            "env_id": args.env_id, "observation_size": policy.affine1.in_features,
+            "n_actions": policy.affine2.out_features, "seed": args.seed, "episodes": len(history.rows),
+            "running_reward": trainer.state.running_reward,
+        })
+        attach_checkpoint(trainer, args.save_model, {"policy": policy, "optimizer": optimizer, "info": info})
+
     try:
         trainer.run(timesteps, max_epochs=args.max_episodes)
     finally:
         env.close()
+        history.close()
 
     state = trainer.state
     print(format_state(state))
     for path in getattr(env, "written", []):
         print(f"Video: {display_path(path)}")
+    if args.history:
+        print(f"History: {display_path(args.history)} ({len(history.rows)} episodes)")
+    if args.plot:
+        write_plot(args.plot, history.rows, threshold, f"REINFORCE on {args.env_id}, seed {args.seed}")
+        print(f"Plot: {display_path(args.plot)}")
+    if args.save_model:
+        print(f"Model: {display_path(args.save_model)}")
 
-    threshold = env.spec.reward_threshold
+    if stop.signum is not None:
+        stop.report(f"trained {len(history.rows)} episodes")
+        return stop.exit_status
+    if args.render:
+        record_trained_agent(policy, args, stop)
+        if stop.signum is not None:
+            stop.report("while recording the trained agent")
+            return stop.exit_status
     if is_solved(state.running_reward, state.epoch, threshold):
         return 0
     print(
@@ -372,5 +600,62 @@ def main(argv=None):
     return 1
 
 
+def play(args, env, policy, stop):
+    if args.render:
+        env = VideoRecorder(env, args.video_dir, name_prefix="play", episode_trigger=lambda episode: True)
+    try:
+        results = evaluate(policy, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, stop)
+    finally:
+        env.close()
+    for path in getattr(env, "written", []):
+        print(f"Video: {display_path(path)}")
+    if results:
+        returns = np.array([total for total, _ in results])
+        print(
+            f"Played {len(results)} episodes of {env.spec.id} with {args.play}: "
+            f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
+        )
+    if stop.signum is not None:
+        stop.report(f"played {len(results)} of {args.eval_episodes} episodes")
+        return stop.exit_status
+    return 0
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        if args.render:
+            # No window is ever opened: frames are drawn off-screen for the recordings.
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+            check_render_dependencies()
+        if args.play:
+            env, policy, info = load_checkpoint(args.play, args.env_id)
+        else:
+            args.env_id = args.env_id or DEFAULT_ENV_ID
+            env = make_env(args.env_id)
+        for flag, path in (("--history", args.history), ("--plot", args.plot), ("--save-model", args.save_model)):
+            if path:
+                check_output_file(flag, path)
+        if args.render:
+            check_video_dir(args.video_dir)
+    except UsageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+
+    if args.render:
+        # Re-runs replace clips of the same name on purpose; gymnasium warns about it.
+        warnings.filterwarnings("ignore", message=".*Overwriting existing videos at")
+    with StopOnSignal() as stop:
+        if args.play:
+            return play(args, env, policy, stop)
+        if args.render:
+            env = VideoRecorder(env, args.video_dir)
+        return train(args, env, stop)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, even through a pipe
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the run started
+        sys.exit(130)

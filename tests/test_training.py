@@ -1,10 +1,20 @@
 """Whole runs through the real entry point: solving, videos, determinism."""
 
+import csv
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import imageio_ffmpeg
+import pytest
+import torch
+from PIL import Image
 
 import reinforce_cartpole as rc
+from conftest import ROOT, SCRIPT, run_script
 
 # The tutorial's own seed, 543, solves CartPole-v0 here in 350 episodes (about 8 s on a
 # 2-core machine with torch 2.13.0). Another torch build or CPU may take a different path;
@@ -14,17 +24,69 @@ SMOKE_SEED = 543
 SMOKE_MAX_EPISODES = 1000
 
 
-def test_trains_until_solved(run):
-    result = run("--no-render", "--seed", SMOKE_SEED, "--max-episodes", SMOKE_MAX_EPISODES)
+@pytest.fixture(scope="module")
+def solved_run(tmp_path_factory):
+    """One real train-until-solved run, shared by the tests of what it leaves behind."""
+    out = tmp_path_factory.mktemp("solved")
+    result = run_script("--no-render", "--seed", SMOKE_SEED, "--max-episodes", SMOKE_MAX_EPISODES,
+                        "--save-model", out / "policy.pt", "--history", out / "history.csv",
+                        "--plot", out / "curve.png")
+    return result, out
+
+
+def test_trains_until_solved(solved_run):
+    result, _ = solved_run
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^Solved! Running reward is now [\d.]+ and the last episode runs to \d+ time steps!$",
                      result.stdout, re.M)
     final = float(re.search(r"^\trunning_reward: ([\d.]+)$", result.stdout, re.M).group(1))
     env = rc.make_env("CartPole-v0")
     assert final > env.spec.reward_threshold
-    episodes = int(re.search(r"^\tepoch: (\d+)$", result.stdout, re.M).group(1))
-    assert episodes < SMOKE_MAX_EPISODES
+    assert episodes_run(result) < SMOKE_MAX_EPISODES
     assert result.stderr == "", "a headless run prints no warnings"
+
+
+def episodes_run(result):
+    return int(re.search(r"^\tepoch: (\d+)$", result.stdout, re.M).group(1))
+
+
+def test_the_history_has_one_row_per_episode(solved_run):
+    result, out = solved_run
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["episode", "length", "return", "running_reward", "seconds"]
+    assert [int(row["episode"]) for row in rows] == list(range(1, episodes_run(result) + 1))
+    assert all(1 <= int(row["length"]) <= 200 for row in rows)
+    # CartPole pays 1 a step, so an episode's return is its length.
+    assert all(float(row["return"]) == int(row["length"]) for row in rows)
+    assert float(rows[-1]["running_reward"]) > 195
+    seconds = [float(row["seconds"]) for row in rows]
+    assert seconds == sorted(seconds)
+
+
+def test_the_plot_is_a_png(solved_run):
+    _, out = solved_run
+    with Image.open(out / "curve.png") as image:
+        assert image.format == "PNG" and image.size == (800, 450)
+        assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10, "not a blank image"
+
+
+def test_a_saved_policy_plays_back(solved_run, run):
+    _, out = solved_run
+    saved = torch.load(out / "policy.pt", weights_only=True)
+    assert saved["info"]["env_id"] == "CartPole-v0" and saved["info"]["seed"] == SMOKE_SEED
+    assert (saved["info"]["observation_size"], saved["info"]["n_actions"]) == (4, 2)
+    assert saved["info"]["running_reward"] > 195 and "state" in saved["optimizer"]
+
+    result = run("--play", out / "policy.pt", "--eval-episodes", 5, "--no-render")
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"^Played 5 episodes of CartPole-v0 with .*policy\.pt: "
+                      r"return ([\d.]+) ± ([\d.]+) \(min ([\d.]+), max ([\d.]+)\)$", result.stdout, re.M)
+    assert match, result.stdout
+    mean, std, low, high = map(float, match.groups())
+    assert low <= mean <= high <= 200 and std >= 0
+    # The solved agent, with dropout off, keeps the pole up for most of the 200 steps.
+    assert mean > 150
 
 
 def decoded_frames(path):
@@ -38,13 +100,52 @@ def test_rendering_leaves_mp4_files_that_decode(run, tmp_path):
     result = run("--max-episodes", 10, "--video-dir", video_dir)
     assert result.returncode == 1, result.stderr  # 10 episodes do not solve it
     assert result.stderr == ""
-    # gymnasium's schedule records episodes 0, 1 and 8 (counted from 0) of the first ten.
+    # gymnasium's schedule records episodes 0, 1 and 8 (counted from 0) of the first ten;
+    # the trained agent gets its own prefix.
     names = sorted(p.name for p in video_dir.iterdir())
-    assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "rl-video-episode-8.mp4"]
+    assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "rl-video-episode-8.mp4",
+                     "trained-agent-episode-0.mp4"]
     for name in names:
         meta, frames = decoded_frames(video_dir / name)
         assert meta["size"] == (600, 400) and frames > 0
+    for name in names[:3]:
         assert f"Video: {video_dir / name}" in result.stdout
+    agent = re.search(r"^Trained agent: (.*) \(balanced for (\d+)/200 steps, return (\d+)\)$", result.stdout, re.M)
+    assert agent and agent.group(1) == str(video_dir / names[3])
+    # One frame for the reset, one for each step.
+    assert decoded_frames(video_dir / names[3])[1] == int(agent.group(2)) + 1
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_training_cleanly(signum, status, tmp_path):
+    video_dir = tmp_path / "video"
+    history = video_dir / "history.csv"
+    child = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--log-interval", "1", "--video-dir", video_dir, "--history", history],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # Log episode 28 is gymnasium's episode 27, which is recorded: stop while it is in progress.
+    for line in child.stdout:
+        if line.startswith("Episode 27\t"):
+            child.send_signal(signum)
+            sent = time.monotonic()
+            break
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == status, err
+    assert time.monotonic() - sent < 5
+    assert "Traceback" not in err and err == ""
+    stopped = re.search(rf"^Stopped by {signal.Signals(signum).name}: trained (\d+) episodes$", out, re.M)
+    assert stopped, out
+    trained = int(stopped.group(1))
+    assert 27 <= trained < 64  # a loaded machine may finish an episode or two before the signal lands
+    assert "\titeration: " in out, "the summary is printed"
+    files = sorted(os.listdir(video_dir))
+    assert files == ["history.csv", "rl-video-episode-0.mp4", "rl-video-episode-1.mp4",
+                     "rl-video-episode-27.mp4", "rl-video-episode-8.mp4"]
+    for name in files[1:]:
+        assert decoded_frames(video_dir / name)[1] > 0
+    with open(history, newline="") as f:
+        assert [row["episode"] for row in csv.DictReader(f)] == [str(i) for i in range(1, trained + 1)]
 
 
 def episode_lines(output):
