@@ -160,13 +160,14 @@ def check_render_dependencies():
         )
 
 
-def check_video_dir(video_dir):
+def check_writable(flag, path, directory):
+    """Creates `directory` if needed and proves a file can be written there."""
     try:
-        os.makedirs(video_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=video_dir):
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as e:
-        raise UsageError(f"--video-dir {video_dir}: cannot be created or written ({e.strerror or e})") from None
+        raise UsageError(f"{flag} {path}: cannot be created or written ({e.strerror or e})") from None
 
 
 def make_env(env_id, render_mode="rgb_array"):
@@ -490,15 +491,9 @@ def load_checkpoint(path, env_id):
 
 
 def check_output_file(flag, path):
-    directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory, expected a file path")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: cannot be written ({e.strerror or e})") from None
+    check_writable(flag, path, os.path.dirname(os.path.abspath(path)))
 
 
 def evaluate(policy, env, episodes, seed, stop):
@@ -637,7 +632,7 @@ def main(argv=None):
             if path:
                 check_output_file(flag, path)
         if args.render:
-            check_video_dir(args.video_dir)
+            check_writable("--video-dir", args.video_dir, args.video_dir)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
