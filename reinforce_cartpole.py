@@ -9,7 +9,10 @@ differs from the tutorial, a comment starting with "Tutorial fix" says why.
 """
 
 import argparse
+import contextlib
 import csv
+import functools
+import multiprocessing
 import os
 import signal
 import sys
@@ -17,7 +20,7 @@ import tempfile
 import time
 import warnings
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -99,52 +102,94 @@ def parse_args(argv=None):
 # --- Setting up the Environment ----------------------------------------------------
 
 
-class VideoRecorder(RecordVideo):
-    """gymnasium's RecordVideo (same schedule, same file names) that encodes in a worker
-    thread and writes each file under a temporary name, renaming it when complete.
+# The classic-control envs whose picture is a function of `env.unwrapped.state` alone.
+DRAWN_FROM_STATE = {"CartPoleEnv", "AcrobotEnv", "MountainCarEnv"}
 
-    Training does not wait for ffmpeg, and a run stopped mid-encode never leaves a
-    truncated mp4 behind. close() waits for every file and lists them in `written`.
+
+class VideoRecorder(RecordVideo):
+    """gymnasium's RecordVideo, with its schedule and file names, that costs training little.
+
+    For an env drawn from its state, a recorded step keeps that state (a few floats) instead of
+    a 600x400 frame; a worker process on another core draws the same frames from it and
+    encodes them. Each file is written under a temporary name and renamed when complete, so a
+    stopped run never leaves a truncated mp4. close() waits for every file: see `written`.
     """
 
-    def __init__(self, env, video_folder, **kwargs):
+    def __init__(self, env, video_folder, worker=None, **kwargs):
         # gc_trigger=None: RecordVideo's default gc.collect() after each clip buys nothing here.
         super().__init__(env, video_folder, disable_logger=True, gc_trigger=None, **kwargs)
+        unwrapped = env.unwrapped
+        self._draw_from = (env.spec.id if type(unwrapped).__name__ in DRAWN_FROM_STATE
+                           and type(unwrapped).__module__.startswith("gymnasium.envs.classic_control") else None)
         self.written = []
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video")
         self._pending = []
+        self._owns_worker = worker is None
+        self._worker = worker or video_worker()
+
+    def _capture_frame(self):
+        if self._draw_from:
+            self.recorded_frames.append(np.array(self.env.unwrapped.state, dtype=np.float64))
+        else:
+            super()._capture_frame()
 
     def stop_recording(self):
         frames, name = self.recorded_frames, self._video_name
         self.recorded_frames, self.recording, self._video_name = [], False, None
         if frames:
-            self._pending.append(self._encoder.submit(self._encode, frames, name))
-
-    def _encode(self, frames, name):
-        from moviepy.video.io.ImageSequenceClip import ImageSequenceClip
-
-        # ffmpeg inherits this thread's signal mask: a Ctrl-C sent to the whole process
-        # group then reaches only the main thread, which stops training, and the clip
-        # being encoded is finished instead of cut short.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        path = os.path.join(self.video_folder, f"{name}.mp4")
-        partial = os.path.join(self.video_folder, f".{name}.partial.mp4")
-        try:
-            ImageSequenceClip(frames, fps=self.frames_per_sec).write_videofile(partial, logger=None)
-            os.replace(partial, path)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
-        return path
+            path = os.path.join(self.video_folder, f"{name}.mp4")
+            self._pending.append(self._worker.submit(write_video, path, frames, self.frames_per_sec, self._draw_from))
 
     def close(self):
         try:
             super().close()
         finally:
-            for job in self._pending:
-                self.written.append(job.result())
-            self._pending.clear()
-            self._encoder.shutdown()
+            try:
+                self.written += [job.result() for job in self._pending]
+            finally:
+                self._pending.clear()
+                if self._owns_worker:
+                    self._worker.shutdown()
+
+
+def video_worker():
+    """The process that draws and encodes clips. Spawned, not forked: the parent has threads."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_video_worker_init)
+
+
+def _video_worker_init():
+    # A Ctrl-C in a terminal reaches the whole process group. Blocked here, and in the ffmpeg
+    # processes that inherit the mask, it leaves the main process to stop the run while the
+    # clip in hand is finished.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@functools.lru_cache(maxsize=None)
+def _drawing_env(env_id):
+    return make_env(env_id).unwrapped
+
+
+def write_video(path, frames, fps, draw_from=None):
+    """Encodes `frames` into the mp4 at `path`, drawing them first from env states if
+    `draw_from` names the env. Runs in VideoRecorder's worker process."""
+    from moviepy.video.io.ImageSequenceClip import ImageSequenceClip
+
+    if draw_from:
+        env = _drawing_env(draw_from)
+        images = []
+        for state in frames:
+            env.state = state
+            images.append(env.render())
+        frames = images
+    directory, name = os.path.split(path)
+    partial = os.path.join(directory, f".{name}.partial.mp4")
+    try:
+        ImageSequenceClip(frames, fps=fps).write_videofile(partial, logger=None)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
 
 
 def check_render_dependencies():
@@ -520,8 +565,8 @@ def episode_limit(env):
     return f"/{env.spec.max_episode_steps}" if env.spec.max_episode_steps else ""
 
 
-def record_trained_agent(policy, args, stop):
-    env = VideoRecorder(make_env(args.env_id), args.video_dir, name_prefix="trained-agent",
+def record_trained_agent(policy, args, stop, worker):
+    env = VideoRecorder(make_env(args.env_id), args.video_dir, worker, name_prefix="trained-agent",
                         episode_trigger=lambda episode: True)
     try:
         results = evaluate(policy, env, 1, args.seed + EVAL_SEED_OFFSET, stop)
@@ -539,7 +584,7 @@ def record_trained_agent(policy, args, stop):
 # --- Run Trainer -------------------------------------------------------------------
 
 
-def train(args, env, stop):
+def train(args, env, stop, worker=None):
     # Tutorial fix: it never seeds before building the Policy, so no run can be repeated.
     torch.manual_seed(args.seed)
     policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
@@ -582,7 +627,7 @@ def train(args, env, stop):
         stop.report(f"trained {len(history.rows)} episodes")
         return stop.exit_status
     if args.render:
-        record_trained_agent(policy, args, stop)
+        record_trained_agent(policy, args, stop, worker)
         if stop.signum is not None:
             stop.report("while recording the trained agent")
             return stop.exit_status
@@ -595,9 +640,9 @@ def train(args, env, stop):
     return 1
 
 
-def play(args, env, policy, stop):
+def play(args, env, policy, stop, worker=None):
     if args.render:
-        env = VideoRecorder(env, args.video_dir, name_prefix="play", episode_trigger=lambda episode: True)
+        env = VideoRecorder(env, args.video_dir, worker, name_prefix="play", episode_trigger=lambda episode: True)
     try:
         results = evaluate(policy, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, stop)
     finally:
@@ -640,12 +685,13 @@ def main(argv=None):
     if args.render:
         # Re-runs replace clips of the same name on purpose; gymnasium warns about it.
         warnings.filterwarnings("ignore", message=".*Overwriting existing videos at")
-    with StopOnSignal() as stop:
+    with StopOnSignal() as stop, contextlib.ExitStack() as cleanup:
+        worker = cleanup.enter_context(video_worker()) if args.render else None
         if args.play:
-            return play(args, env, policy, stop)
+            return play(args, env, policy, stop, worker)
         if args.render:
-            env = VideoRecorder(env, args.video_dir)
-        return train(args, env, stop)
+            env = VideoRecorder(env, args.video_dir, worker)
+        return train(args, env, stop, worker)
 
 
 if __name__ == "__main__":
