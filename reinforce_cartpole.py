@@ -152,9 +152,13 @@ class VideoRecorder(RecordVideo):
 
 
 def video_worker():
-    """The process that draws and encodes clips. Spawned, not forked: the parent has threads."""
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_video_worker_init)
+    """The process that draws and encodes clips. Forked where possible, as torch's DataLoader
+    does: a spawned worker would first spend seconds importing this module and torch."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method),
+                                 initializer=_video_worker_init)
+    worker.submit(int)  # start it before training touches torch
+    return worker
 
 
 def _video_worker_init():
@@ -700,3 +704,6 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C before the run started
         sys.exit(130)
+    except BrokenPipeError:  # the reader of our output went away, as with `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
