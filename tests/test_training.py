@@ -191,3 +191,15 @@ def test_frames_drawn_from_states_are_the_frames_of_the_env(tmp_path):
     for state, frame in zip(states, frames):
         drawing.state = state
         assert np.array_equal(drawing.render(), frame)
+
+
+@pytest.mark.parametrize("length", [1, 13, 29, 57, 123])
+def test_a_clip_drawn_from_states_has_one_frame_per_state(length, tmp_path):
+    import numpy as np
+
+    # 29 and 57 frames at 50 fps are where n / fps * fps rounds below n.
+    states = [np.array([0.01 * i, 0.0, 0.002 * i, 0.0]) for i in range(length)]
+    path = rc.write_video(str(tmp_path / "clip.mp4"), states, 50, draw_from="CartPole-v0")
+    meta, frames = decoded_frames(path)
+    assert frames == length and meta["fps"] == 50
+    assert os.listdir(tmp_path) == ["clip.mp4"]

@@ -61,7 +61,9 @@ def cartpole_trainer():
     env = rc.make_env("CartPole-v0")
     policy = rc.Policy()
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
-    yield rc.create_trainer(env, policy, optimizer, seed=1, gamma=0.99, log_interval=3)
+    trainer = rc.create_trainer(env, policy)
+    rc.attach_handlers(trainer, env, policy, optimizer, seed=1, gamma=0.99, log_interval=3)
+    yield trainer
     env.close()
 
 
