@@ -95,11 +95,15 @@ def decoded_frames(path):
     return meta, sum(1 for _ in reader)
 
 
-def test_rendering_leaves_mp4_files_that_decode(run, tmp_path):
+def test_rendering_leaves_mp4_files_that_decode(run, tmp_path, capsys):
     video_dir = tmp_path / "clips"
-    result = run("--max-episodes", 10, "--video-dir", video_dir)
+    result = run("--max-episodes", 10, "--log-interval", 1, "--video-dir", video_dir)
     assert result.returncode == 1, result.stderr  # 10 episodes do not solve it
     assert result.stderr == ""
+    # Recording changes nothing that is learned.
+    rc.main(["--max-episodes", "10", "--log-interval", "1", "--no-render"])
+    assert episode_lines(result.stdout) == episode_lines(capsys.readouterr().out)
+    assert len(episode_lines(result.stdout)) == 10
     # gymnasium's schedule records episodes 0, 1 and 8 (counted from 0) of the first ten;
     # the trained agent gets its own prefix.
     names = sorted(p.name for p in video_dir.iterdir())
