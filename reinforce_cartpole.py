@@ -9,6 +9,7 @@ differs from the tutorial, a comment starting with "Tutorial fix" says why.
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import csv
 import functools
@@ -20,7 +21,6 @@ import tempfile
 import time
 import warnings
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -314,6 +314,8 @@ class VideoRecorder(RecordVideo):
     stopped run never leaves a truncated mp4. close() waits for every file: see `written`.
     """
 
+    MAX_QUEUED = 2
+
     def __init__(self, env, video_folder, worker=None, **kwargs):
         # gc_trigger=None: RecordVideo's default gc.collect() after each clip buys nothing here.
         super().__init__(env, video_folder, disable_logger=True, gc_trigger=None, **kwargs)
@@ -337,6 +339,10 @@ class VideoRecorder(RecordVideo):
         if frames:
             path = os.path.join(self.video_folder, f"{name}.mp4")
             self._pending.append(self._worker.submit(write_video, path, frames, self.frames_per_sec, self._draw_from))
+            # Training records sparsely, but --play records every episode, faster than clips are
+            # encoded: past a short queue, wait, so that memory and the wait at close() stay small.
+            while sum(not job.done() for job in self._pending) > self.MAX_QUEUED:
+                concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
 
     def close(self):
         try:
@@ -353,9 +359,8 @@ class VideoRecorder(RecordVideo):
 def video_worker():
     """The process that draws and encodes clips. Forked where possible, as torch's DataLoader
     does: a spawned worker would first spend seconds importing this module and torch."""
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method),
-                                 initializer=_video_worker_init)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    worker = concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_video_worker_init)
     worker.submit(int)  # start it before training touches torch
     return worker
 
@@ -662,6 +667,7 @@ def train(args, env, stop, worker=None):
 
 
 def play(args, env, policy, stop, worker=None):
+    print(f"Playing {args.eval_episodes} episodes of {env.spec.id} with {args.play}")
     if args.render:
         env = VideoRecorder(env, args.video_dir, worker, name_prefix="play", episode_trigger=lambda episode: True)
     try:

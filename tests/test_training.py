@@ -207,3 +207,25 @@ def test_a_clip_drawn_from_states_has_one_frame_per_state(length, tmp_path):
     meta, frames = decoded_frames(path)
     assert frames == length and meta["fps"] == 50
     assert os.listdir(tmp_path) == ["clip.mp4"]
+
+
+def test_a_signal_stops_play_cleanly(solved_run, tmp_path):
+    _, out = solved_run
+    video_dir = tmp_path / "video"
+    child = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--play", out / "policy.pt", "--eval-episodes", "100000",
+         "--video-dir", video_dir],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert child.stdout.readline().startswith("Playing 100000 episodes of CartPole-v0 with ")
+    time.sleep(1.5)  # a few episodes
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 143 and err == "", err
+    played = int(re.search(r"^Stopped by SIGTERM: played (\d+) of 100000 episodes$", out, re.M).group(1))
+    assert re.search(rf"^Played {played} episodes of CartPole-v0 with .*: return ", out, re.M)
+    clips = sorted(os.listdir(video_dir))
+    # Every episode is recorded: the finished ones and the one the signal cut short.
+    assert clips == sorted(f"play-episode-{i}.mp4" for i in range(played + 1))
+    for clip in clips[-2:]:
+        assert decoded_frames(video_dir / clip)[1] > 0
