@@ -384,20 +384,19 @@ def write_video(path, frames, fps, draw_from=None):
     that env, each drawn as ffmpeg asks for it: no clip is held in memory as images, and
     drawing overlaps encoding. Runs in VideoRecorder's worker process."""
     from moviepy import VideoClip
-    from moviepy.video.io.ImageSequenceClip import ImageSequenceClip
 
-    if draw_from:
-        env = _drawing_env(draw_from)
+    env = _drawing_env(draw_from) if draw_from else None
 
-        def draw(t):
-            env.state = frames[min(round(t * fps), len(frames) - 1)]
-            return env.render()
+    def frame_at(t):
+        frame = frames[min(round(t * fps), len(frames) - 1)]
+        if env is None:
+            return frame
+        env.state = frame
+        return env.render()
 
-        # moviepy writes int(duration * fps) frames, and n / fps * fps can round to just
-        # under n (29 frames at 50 fps give 28): a nanosecond more keeps every frame.
-        clip = VideoClip(draw, duration=len(frames) / fps + 1e-9)
-    else:
-        clip = ImageSequenceClip(frames, fps=fps)
+    # moviepy writes int(duration * fps) frames, and n / fps * fps can round to just under n
+    # (29 frames at 50 fps give 28): a nanosecond more keeps every frame.
+    clip = VideoClip(frame_at, duration=len(frames) / fps + 1e-9)
     directory, name = os.path.split(path)
     partial = os.path.join(directory, f".{name}.partial.mp4")
     try:
@@ -408,7 +407,6 @@ def write_video(path, frames, fps, draw_from=None):
         if os.path.exists(partial):
             os.remove(partial)
     return path
-
 
 
 DEFAULT_ENV_ID = "CartPole-v0"

@@ -229,3 +229,13 @@ def test_a_signal_stops_play_cleanly(solved_run, tmp_path):
     assert clips == sorted(f"play-episode-{i}.mp4" for i in range(played + 1))
     for clip in clips[-2:]:
         assert decoded_frames(video_dir / clip)[1] > 0
+
+
+@pytest.mark.parametrize("length", [1, 29])
+def test_a_clip_of_frames_has_every_frame(length, tmp_path):
+    import numpy as np
+
+    # The path for envs that are not drawn from their state: frames as gymnasium captures them.
+    frames = [np.full((400, 600, 3), 4 * i, dtype=np.uint8) for i in range(length)]
+    path = rc.write_video(str(tmp_path / "frames.mp4"), frames, 50)
+    assert decoded_frames(path)[1] == length

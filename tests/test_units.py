@@ -104,7 +104,7 @@ def test_each_episode_resets_the_env_and_the_reward(cartpole_trainer):
 class NeverEnding(gym.Env):
     """An env whose episodes never terminate: only the time limit can end them."""
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
@@ -117,6 +117,9 @@ class NeverEnding(gym.Env):
 
     def step(self, action):
         return np.zeros(3, np.float32), 1.0, False, False, {}
+
+    def render(self):
+        return np.full((64, 96, 3), 200, dtype=np.uint8)
 
 
 class ImageObservation(NeverEnding):
@@ -163,3 +166,18 @@ def test_solved_needs_a_hundred_episodes_and_a_threshold():
     assert rc.is_solved(running_reward=-90.0, episodes=100, threshold=-100.0)
     assert not rc.is_solved(running_reward=195.0, episodes=500, threshold=195.0)
     assert not rc.is_solved(running_reward=1e9, episodes=500, threshold=None)
+
+
+def test_envs_not_drawn_from_their_state_are_recorded_from_frames(test_envs, tmp_path, capsys):
+    import imageio_ffmpeg
+
+    video_dir = tmp_path / "video"
+    code = rc.main(["--env-id", "NeverEnding-v0", "--max-episodes", "2", "--video-dir", str(video_dir)])
+    assert code == 1
+    assert "balanced for 50/50 steps" in capsys.readouterr().out
+    names = sorted(p.name for p in video_dir.iterdir())
+    assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "trained-agent-episode-0.mp4"]
+    for name in names:
+        reader = imageio_ffmpeg.read_frames(str(video_dir / name))
+        assert next(reader)["size"] == (96, 64)
+        assert sum(1 for _ in reader) == 51  # the reset and 50 steps
