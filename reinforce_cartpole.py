@@ -1,8 +1,8 @@
 """REINFORCE on CartPole with PyTorch-Ignite.
 
 A runnable port of the PyTorch-Ignite tutorial "Reinforcement Learning with Ignite".
-The code follows the tutorial's sections in order and keeps its names; where it
-differs from the tutorial, a comment starting with "Tutorial fix" says why.
+The code follows the tutorial's sections in order and keeps its names; where the
+tutorial is wrong, a comment starting with "Tutorial fix" says why.
 
     python reinforce_cartpole.py            # train until solved, record clips into video/
     python reinforce_cartpole.py --help     # every flag and its default
