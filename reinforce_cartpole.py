@@ -65,30 +65,35 @@ def _in_range(name, low, high=None, *, kind=float, low_open=True):
     return parse
 
 
+def _count(name):
+    return _in_range(name, 1, kind=int, low_open=False)
+
+
 def parse_args(argv=None):
     p = _Parser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
                 epilog="Exit status: 0 solved, 1 not solved within --max-episodes, 2 bad usage, "
                        "130 / 143 stopped by SIGINT / SIGTERM.")
-    p.add_argument("--seed", type=int, default=543, help="random seed (default: 543)")
-    p.add_argument("--gamma", type=_in_range("gamma", 0, 1), default=0.99,
+    p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
+    p.add_argument("--gamma", type=_in_range("gamma", 0, 1), default=0.99, metavar="G",
                    help="discount factor, in (0, 1] (default: 0.99)")
-    p.add_argument("--log-interval", type=_in_range("log interval", 1, kind=int, low_open=False), default=100,
+    p.add_argument("--log-interval", type=_count("log interval"), default=100, metavar="N",
                    help="episodes between log lines (default: 100)")
-    p.add_argument("--max-episodes", type=_in_range("max episodes", 1, kind=int, low_open=False), default=1000000,
+    p.add_argument("--max-episodes", type=_count("max episodes"), default=1000000, metavar="N",
                    help="stop after this many episodes if not solved (default: 1000000)")
     p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True,
                    help="record videos into --video-dir (default: on)")
     p.add_argument("--lr", type=_in_range("learning rate", 0), default=1e-2,
                    help="Adam learning rate (default: 0.01)")
-    p.add_argument("--env-id", default=None,
+    p.add_argument("--env-id", default=None, metavar="ID",
                    help="gymnasium env with a flat Box observation and Discrete actions "
                         "(default: CartPole-v0, or with --play the checkpoint's env)")
-    p.add_argument("--video-dir", default="video", help="where recordings go (default: video)")
+    p.add_argument("--video-dir", default="video", metavar="DIR", help="where recordings go (default: video)")
     p.add_argument("--save-model", metavar="PATH", help="save the policy and optimizer to PATH when training "
                    "ends or is stopped (default: not saved)")
-    p.add_argument("--play", metavar="PATH", help="load a --save-model checkpoint and play it, without training")
-    p.add_argument("--eval-episodes", type=_in_range("eval episodes", 1, kind=int, low_open=False), default=10,
-                   metavar="N", help="episodes that --play runs (default: 10)")
+    p.add_argument("--play", metavar="PATH",
+                   help="load a --save-model checkpoint and play it, without training (default: train)")
+    p.add_argument("--eval-episodes", type=_count("eval episodes"), default=10, metavar="N",
+                   help="episodes that --play runs (default: 10)")
     p.add_argument("--history", metavar="PATH", help="write one CSV row per episode to PATH (default: none)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG learning curve to PATH (default: none)")
     args = p.parse_args(argv)
@@ -533,7 +538,7 @@ def load_checkpoint(path, env_id):
         raise UsageError(f"--play {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception:
         raise UsageError(f"--play {path}: not a checkpoint (torch.load cannot read it)") from None
     info = saved.get("info") if isinstance(saved, dict) else None
     if not (isinstance(info, dict) and "policy" in saved

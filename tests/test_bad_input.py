@@ -141,7 +141,8 @@ def test_play_does_not_take_training_outputs(flag, checkpoint, tmp_path, capsys)
 def test_output_files_that_cannot_be_written(flag, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    assert_one_line_error(capsys, rc.main(["--no-render", flag, str(blocker / "out")]), flag, "cannot be created or written")
+    code = rc.main(["--no-render", flag, str(blocker / "out")])
+    assert_one_line_error(capsys, code, flag, "cannot be created or written")
     assert_one_line_error(capsys, rc.main(["--no-render", flag, str(tmp_path)]), flag, "is a directory")
 
 
