@@ -108,13 +108,13 @@ def parse_args(argv=None):
 # The tutorial's wrap_env (RecordVideo) is VideoRecorder, below the tutorial's sections.
 
 
-def make_env(env_id, render_mode="rgb_array"):
+def make_env(env_id):
     """gym.make with the checks that make a bad --env-id a usage error."""
     try:
         with warnings.catch_warnings():
             # CartPole-v0 is the tutorial's choice, made on purpose.
             warnings.filterwarnings("ignore", message=".*is out of date. You should consider upgrading")
-            env = gym.make(env_id, render_mode=render_mode)
+            env = gym.make(env_id, render_mode="rgb_array")
     except gym.error.Error as e:
         raise UsageError(f"--env-id {env_id}: {str(e).splitlines()[0]}") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
@@ -346,8 +346,10 @@ class VideoRecorder(RecordVideo):
             self._pending.append(self._worker.submit(write_video, path, frames, self.frames_per_sec, self._draw_from))
             # Training records sparsely, but --play records every episode, faster than clips are
             # encoded: past a short queue, wait, so that memory and the wait at close() stay small.
-            while sum(not job.done() for job in self._pending) > self.MAX_QUEUED:
-                concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            # One worker finishes clips in order, so more than MAX_QUEUED are unfinished exactly
+            # when the one submitted MAX_QUEUED before this is.
+            if len(self._pending) > self.MAX_QUEUED:
+                concurrent.futures.wait([self._pending[-self.MAX_QUEUED - 1]])
 
     def close(self):
         try:
@@ -402,16 +404,25 @@ def write_video(path, frames, fps, draw_from=None):
     # moviepy writes int(duration * fps) frames, and n / fps * fps can round to just under n
     # (29 frames at 50 fps give 28): a nanosecond more keeps every frame.
     clip = VideoClip(frame_at, duration=len(frames) / fps + 1e-9)
-    directory, name = os.path.split(path)
-    partial = os.path.join(directory, f".{name}.partial.mp4")
-    try:
+    with written_whole(path) as partial:
         # x264's "veryfast" preset: these simple frames come out no larger, and sooner.
         clip.write_videofile(partial, fps=fps, preset="veryfast", logger=None)
+    return path
+
+
+@contextlib.contextmanager
+def written_whole(path):
+    """Yields a temporary path beside `path` (same extension) and renames it to `path` only
+    when the block succeeds, so nobody ever sees a half-written file."""
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    partial = os.path.join(directory, f".{stem}.partial{extension}")
+    try:
+        yield partial
         os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
-    return path
 
 
 DEFAULT_ENV_ID = "CartPole-v0"
@@ -456,9 +467,6 @@ class CheckpointInfo:
 
     def state_dict(self):
         return self.read()
-
-    def load_state_dict(self, state):
-        self.read = lambda: dict(state)
 
 
 class History:
@@ -516,10 +524,8 @@ def write_plot(path, rows, threshold, title):
     ax.set(title=title, xlabel="episode", ylabel="reward")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    directory, name = os.path.split(os.path.abspath(path))
-    partial = os.path.join(directory, f".{name}.partial")
-    fig.savefig(partial, format="png")
-    os.replace(partial, path)
+    with written_whole(path) as partial:
+        fig.savefig(partial, format="png")
 
 
 def attach_checkpoint(trainer, path, to_save):
@@ -533,7 +539,7 @@ def attach_checkpoint(trainer, path, to_save):
 
 
 def load_checkpoint(path, env_id):
-    """The env, the policy and the info of a --save-model checkpoint, or a UsageError."""
+    """The env and the policy of a --save-model checkpoint, or a UsageError."""
     if not os.path.isfile(path):
         raise UsageError(f"--play {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
     try:
@@ -560,7 +566,7 @@ def load_checkpoint(path, env_id):
     except (RuntimeError, TypeError, AttributeError) as e:
         env.close()
         raise UsageError(f"--play {path}: its weights do not fit the policy ({str(e).splitlines()[0]})") from None
-    return env, policy, info
+    return env, policy
 
 
 def check_output_file(flag, path):
@@ -699,7 +705,7 @@ def main(argv=None):
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
             check_render_dependencies()
         if args.play:
-            env, policy, info = load_checkpoint(args.play, args.env_id)
+            env, policy = load_checkpoint(args.play, args.env_id)
         else:
             args.env_id = args.env_id or DEFAULT_ENV_ID
             env = make_env(args.env_id)
