@@ -35,6 +35,7 @@ import gymnasium as gym
 from gymnasium.wrappers import RecordVideo
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "reinforce_cartpole.py"
 sys.path.insert(0, str(ROOT))
 import reinforce_cartpole as rc  # noqa: E402
 
@@ -196,10 +197,6 @@ def timed(fn, **kwargs):
     return rewards, time.perf_counter() - start
 
 
-def median(values):
-    return statistics.median(values)
-
-
 def training_throughput(seeds, episodes, repeats):
     """The port against the as-written path, rendering off, alternating on the same seeds."""
     for fn in (run_as_written, run_port):  # warm-up: first-call costs are not the paths' own
@@ -222,8 +219,8 @@ def training_throughput(seeds, episodes, repeats):
           f"{episodes} episodes each)\n")
     print("| path | env steps/s (median) |\n| --- | ---: |")
     for name, values in speeds.items():
-        print(f"| {name} | {median(values):,.0f} |")
-    print(f"\nPort / as written: **{median(ratios):.2f}x** (median of {len(ratios)} paired runs, "
+        print(f"| {name} | {statistics.median(values):,.0f} |")
+    print(f"\nPort / as written: **{statistics.median(ratios):.2f}x** (median of {len(ratios)} paired runs, "
           f"range {min(ratios):.2f}-{max(ratios):.2f}). Same per-episode rewards on every seed: "
           f"**{'yes' if identical else 'NO'}**.")
 
@@ -245,8 +242,8 @@ def video_cost(seed, episodes, repeats):
                                  video_dir=os.path.join(tmp, "as-written"))
         clips = len(os.listdir(os.path.join(tmp, "as-written")))
     as_written = sum(rewards) / seconds
-    off_training, off_whole = (median(v) for v in zip(*runs["port, rendering off"]))
-    on_training, on_whole = (median(v) for v in zip(*runs["port, rendering on"]))
+    off_training, off_whole = (statistics.median(v) for v in zip(*runs["port, rendering off"]))
+    on_training, on_whole = (statistics.median(v) for v in zip(*runs["port, rendering on"]))
     print(f"\n### 2. The cost of video (seed {seed}, {len(rewards)} episodes, {clips} training clips, "
           f"{repeats} runs each)\n")
     print("Training: env steps/s from the first episode to the end of the last (the port's --history).\n"
@@ -266,7 +263,7 @@ def video_cost(seed, episodes, repeats):
 def solve_run(seed, max_episodes):
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "reinforce_cartpole.py"), "--no-render", "--seed", str(seed),
+        [sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed),
          "--max-episodes", str(max_episodes), "--log-interval", str(10 ** 9)],
         capture_output=True, text=True,
     )
@@ -295,7 +292,7 @@ def episodes_to_solve(seeds, max_episodes):
         print("\n| | median | 90th percentile | min | max |\n| --- | ---: | ---: | ---: | ---: |")
         for key, fmt in (("episodes", "{:,.0f}"), ("seconds", "{:.1f}")):
             values = [run[key] for run in solved]
-            cells = [median(values), quantile90(values), min(values), max(values)]
+            cells = [statistics.median(values), quantile90(values), min(values), max(values)]
             print(f"| {key} | " + " | ".join(fmt.format(v) for v in cells) + " |")
     print("\n| seed | " + " | ".join(str(r["seed"]) for r in runs) + " |")
     print("| --- | " + " | ".join("---:" for _ in runs) + " |")
@@ -315,7 +312,7 @@ def peak_memory(max_episodes):
     print("| run | peak RSS |\n| --- | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in (("rendering off", ["--no-render"]), ("rendering on", ["--video-dir", tmp])):
-            out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, str(ROOT / "reinforce_cartpole.py"),
+            out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, str(SCRIPT),
                                   "--max-episodes", str(max_episodes), *flags],
                                  capture_output=True, text=True, check=True).stdout
             print(f"| {name} | {int(out.split()[-1]) / 1024:.0f} MiB |")

@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio_ffmpeg
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,3 +21,14 @@ def run_script(*args, timeout=300, **kwargs):
 @pytest.fixture
 def run():
     return run_script
+
+
+def decoded_frames(path):
+    """(ffmpeg's metadata, the number of frames that decode) of a video file."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    return meta, sum(1 for _ in reader)
+
+
+def episode_lines(output):
+    return [line for line in output.splitlines() if line.startswith("Episode ")]

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 
-import imageio_ffmpeg
 import pytest
 import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import ROOT, SCRIPT, run_script
+from conftest import ROOT, SCRIPT, decoded_frames, episode_lines, run_script
 
 # The tutorial's own seed, 543, solves CartPole-v0 here in 350 episodes (about 8 s on a
 # 2-core machine with torch 2.13.0). Another torch build or CPU may take a different path;
@@ -89,12 +88,6 @@ def test_a_saved_policy_plays_back(solved_run, run):
     assert mean > 150
 
 
-def decoded_frames(path):
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    return meta, sum(1 for _ in reader)
-
-
 def test_rendering_leaves_mp4_files_that_decode(run, tmp_path, capsys):
     video_dir = tmp_path / "clips"
     result = run("--max-episodes", 10, "--log-interval", 1, "--video-dir", video_dir)
@@ -151,10 +144,6 @@ def test_a_signal_stops_training_cleanly(signum, status, tmp_path):
         assert decoded_frames(video_dir / name)[1] > 0
     with open(history, newline="") as f:
         assert [row["episode"] for row in csv.DictReader(f)] == [str(i) for i in range(1, trained + 1)]
-
-
-def episode_lines(output):
-    return [line for line in output.splitlines() if line.startswith("Episode ")]
 
 
 def test_the_same_seed_gives_the_same_run(run, capsys):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import reinforce_cartpole as rc
+from conftest import decoded_frames, episode_lines
 
 
 def test_finish_episode_against_a_hand_computed_example():
@@ -144,7 +145,7 @@ def test_an_env_that_never_terminates_ends_its_episodes_at_the_time_limit(test_e
     for episode in (1, 2, 3):
         running = 0.05 * 50 + 0.95 * running
         expected.append(f"Episode {episode}\tLast reward: 50.00\tRunning reward: {running:.2f}")
-    assert [line for line in out.splitlines() if line.startswith("Episode")] == expected
+    assert episode_lines(out) == expected
     assert "\titeration: 150\n" in out
     # This env has no reward threshold, so it cannot be solved: exit status 1.
     assert code == 1 and "Not solved" in out
@@ -169,8 +170,6 @@ def test_solved_needs_a_hundred_episodes_and_a_threshold():
 
 
 def test_envs_not_drawn_from_their_state_are_recorded_from_frames(test_envs, tmp_path, capsys):
-    import imageio_ffmpeg
-
     video_dir = tmp_path / "video"
     code = rc.main(["--env-id", "NeverEnding-v0", "--max-episodes", "2", "--video-dir", str(video_dir)])
     assert code == 1
@@ -178,6 +177,6 @@ def test_envs_not_drawn_from_their_state_are_recorded_from_frames(test_envs, tmp
     names = sorted(p.name for p in video_dir.iterdir())
     assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "trained-agent-episode-0.mp4"]
     for name in names:
-        reader = imageio_ffmpeg.read_frames(str(video_dir / name))
-        assert next(reader)["size"] == (96, 64)
-        assert sum(1 for _ in reader) == 51  # the reset and 50 steps
+        meta, frames = decoded_frames(video_dir / name)
+        assert meta["size"] == (96, 64)
+        assert frames == 51  # the reset and 50 steps
