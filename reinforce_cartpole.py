@@ -1,27 +1,19 @@
-"""REINFORCE on CartPole with PyTorch-Ignite.
+"""REINFORCE on CartPole: a runnable port of the PyTorch-Ignite tutorial "Reinforcement Learning with Ignite".
 
-A runnable port of the PyTorch-Ignite tutorial "Reinforcement Learning with Ignite".
-The code follows the tutorial's sections in order and keeps its names; where the
-tutorial is wrong, a comment starting with "Tutorial fix" says why.
-
-    python reinforce_cartpole.py            # train until solved, record clips into video/
-    python reinforce_cartpole.py --help     # every flag and its default
+The first part is the tutorial, section by section, with its names; "Tutorial fix" marks where it is
+wrong. The second part is what a script needs beyond a notebook: input checks, outputs and signals.
+Run `python reinforce_cartpole.py --help` for the flags and their defaults.
 """
 
-import argparse
-import concurrent.futures
-import contextlib
-import csv
-import functools
-import multiprocessing
-import os
 import signal
 import sys
-import tempfile
-import time
-import warnings
-from collections import deque
 
+if __name__ == "__main__":
+    # torch takes a second or two to import. A Ctrl-C meanwhile ends the process as SIGINT does by
+    # default (a shell reports status 130), not with a traceback from inside the import.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from collections import deque
 import numpy as np
 import torch
 import torch.nn as nn
@@ -34,127 +26,61 @@ from ignite.engine import Engine, Events
 import gymnasium as gym
 from gymnasium.wrappers import RecordVideo
 
+import argparse
+import contextlib
+import importlib.util
+import os
+import tempfile
+import time
+import warnings
+from types import SimpleNamespace
+
+from ignite.handlers import Checkpoint, DiskSaver
+
 PROG = "reinforce_cartpole.py"
 
-
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr with exit status 2."""
-
-
-# --- Configurable Parameters -------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line naming the problem, no usage dump: the same shape as every other bad input.
-        raise UsageError(message)
-
-
-def _in_range(name, low, high=None, *, kind=float, low_open=True):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        too_low = value <= low if low_open else value < low
-        if too_low or (high is not None and value > high) or value != value:
-            bounds = f"({low}, {high}]" if high is not None else (f"> {low}" if low_open else f">= {low}")
-            raise argparse.ArgumentTypeError(f"{name} must be {bounds}, got {text}")
-        return value
-
-    return parse
-
-
-def _count(name):
-    return _in_range(name, 1, kind=int, low_open=False)
-
-
+# ======== The tutorial, section by section ===========================================
+# --- Configurable Parameters ---------------------------------------------------------
 def parse_args(argv=None):
-    p = _Parser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
-                epilog="Exit status: 0 solved, 1 not solved within --max-episodes, 2 bad usage, "
-                       "130 / 143 stopped by SIGINT / SIGTERM.")
+    p = ArgumentParser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
+                       epilog="Exit status: 0 solved, 1 not solved within --max-episodes, 2 bad usage, "
+                              "130 / 143 stopped by SIGINT / SIGTERM.")
     p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
-    p.add_argument("--gamma", type=_in_range("gamma", 0, 1), default=0.99, metavar="G",
-                   help="discount factor, in (0, 1] (default: 0.99)")
-    p.add_argument("--log-interval", type=_count("log interval"), default=100, metavar="N",
-                   help="episodes between log lines (default: 100)")
-    p.add_argument("--max-episodes", type=_count("max episodes"), default=1000000, metavar="N",
-                   help="stop after this many episodes if not solved (default: 1000000)")
-    p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True,
-                   help="record videos into --video-dir (default: on)")
-    p.add_argument("--lr", type=_in_range("learning rate", 0), default=1e-2,
-                   help="Adam learning rate (default: 0.01)")
-    p.add_argument("--env-id", default=None, metavar="ID",
-                   help="gymnasium env with a flat Box observation and Discrete actions "
-                        "(default: CartPole-v0, or with --play the checkpoint's env)")
+    p.add_argument("--gamma", type=float, default=0.99, metavar="G", help="discount factor, in (0, 1] (default: 0.99)")
+    p.add_argument("--log-interval", type=int, default=100, metavar="N", help="episodes between logs (default: 100)")
+    p.add_argument("--max-episodes", type=int, default=1000000, metavar="N", help="episodes at most (default: 1000000)")
+    p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True, help="record videos (default: on)")
+    # Beyond the tutorial's parameters:
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (default: 0.01)")
+    p.add_argument("--env-id", metavar="ID",
+                   help="a gymnasium env with a flat Box observation and Discrete actions (default: CartPole-v0)")
     p.add_argument("--video-dir", default="video", metavar="DIR", help="where recordings go (default: video)")
-    p.add_argument("--save-model", metavar="PATH", help="save the policy and optimizer to PATH when training "
-                   "ends or is stopped (default: not saved)")
-    p.add_argument("--play", metavar="PATH",
-                   help="load a --save-model checkpoint and play it, without training (default: train)")
-    p.add_argument("--eval-episodes", type=_count("eval episodes"), default=10, metavar="N",
-                   help="episodes that --play runs (default: 10)")
-    p.add_argument("--history", metavar="PATH", help="write one CSV row per episode to PATH (default: none)")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG learning curve to PATH (default: none)")
-    args = p.parse_args(argv)
-    if args.play:
-        for flag in ("save_model", "history", "plot"):
-            if getattr(args, flag):
-                raise UsageError(f"--{flag.replace('_', '-')} applies to training, not to --play")
-    return args
+    p.add_argument("--save-model", metavar="PATH", help="save the policy when training ends or is stopped")
+    p.add_argument("--play", metavar="PATH", help="play a --save-model checkpoint instead of training")
+    p.add_argument("--eval-episodes", type=int, default=10, metavar="N", help="episodes --play runs (default: 10)")
+    p.add_argument("--history", metavar="PATH", help="write one CSV row per episode")
+    p.add_argument("--plot", metavar="PATH", help="draw the learning curve as a PNG")
+    return p.parse_args(argv)
 
 
-# --- Setting up the Environment ----------------------------------------------------
-# The tutorial's wrap_env (RecordVideo) is VideoRecorder, below the tutorial's sections.
-
-
+# --- Setting up the Environment ------------------------------------------------------
 def make_env(env_id):
-    """gym.make with the checks that make a bad --env-id a usage error."""
     try:
-        with warnings.catch_warnings():
-            # CartPole-v0 is the tutorial's choice, made on purpose.
-            warnings.filterwarnings("ignore", message=".*is out of date. You should consider upgrading")
-            env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array")
     except gym.error.Error as e:
         raise UsageError(f"--env-id {env_id}: {str(e).splitlines()[0]}") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        env.close()
-        raise UsageError(f"--env-id {env_id}: the action space must be Discrete, not {env.action_space}")
-    space = env.observation_space
-    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
-        env.close()
-        raise UsageError(f"--env-id {env_id}: the observation must be a flat Box, not {space}")
+    check_spaces(env_id, env)
     return env
 
 
-def check_render_dependencies():
-    missing = []
-    for module, package in (("moviepy", "moviepy"), ("pygame", "pygame-ce")):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(package)
-    if missing:
-        raise UsageError(
-            f"--render needs {' and '.join(missing)}: run `pip install -r requirements.txt`, or pass --no-render"
-        )
+def wrap_env(env, video_folder, **kwargs):
+    # gc_trigger=None: skips the gc.collect() that RecordVideo runs after every clip by default.
+    return ClipRecorder(env, video_folder, disable_logger=True, gc_trigger=None, **kwargs)
 
 
-def check_writable(flag, path, directory):
-    """Creates `directory` if needed and proves a file can be written there."""
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: cannot be created or written ({e.strerror or e})") from None
-
-
-# --- Model -------------------------------------------------------------------------
-
-
+# --- Policy --------------------------------------------------------------------------
 class Policy(nn.Module):
-    # The tutorial hard-codes 4 observations and 2 actions; main() takes them from the env.
+    # The tutorial hard-codes 4 observations and 2 actions; create_model takes them from the env.
     def __init__(self, observation_size=4, n_actions=2):
         super(Policy, self).__init__()
         self.affine1 = nn.Linear(observation_size, 128)
@@ -172,14 +98,22 @@ class Policy(nn.Module):
         return F.softmax(action_scores, dim=1)
 
 
+# --- Model, optimizer, epsilon and timesteps -----------------------------------------
+def create_model(env, seed, lr):
+    # Tutorial fix: it never seeds before building the Policy, so no run could be repeated.
+    torch.manual_seed(seed)
+    policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
+    optimizer = optim.Adam(policy.parameters(), lr=lr)
+    return policy, optimizer
+
+
 eps = np.finfo(np.float32).eps.item()
+timesteps = range(10000)
 
 
-# --- Create Trainer ----------------------------------------------------------------
-
-
+# --- Create Trainer ------------------------------------------------------------------
 def create_trainer(env, policy):
-    """The tutorial's Engine: an iteration is a timestep, an epoch is an episode."""
+    """An iteration is a timestep, an epoch is an episode."""
 
     def run_single_timestep(engine, timestep):
         observation = engine.state.observation
@@ -187,8 +121,8 @@ def create_trainer(env, policy):
         engine.state.observation, reward, terminated, truncated, _ = env.step(action)
         # Tutorial fix: its `done` ignores `truncated`, so episodes ran past the time limit.
         done = terminated or truncated
-        # Tutorial fix: no env.render() here. RecordVideo captures the frames of the
-        # episodes it records, and a frame rendered for no one costs more than the step.
+        # Tutorial fix: no env.render() here. RecordVideo renders the frames of the episodes
+        # it records; a frame rendered for no one costs more than the whole step.
         policy.rewards.append(reward)
         engine.state.ep_reward += reward
 
@@ -199,13 +133,10 @@ def create_trainer(env, policy):
     return Engine(run_single_timestep)
 
 
-# --- select_action and finish_episode ----------------------------------------------
-
-
 def select_action(policy, observation):
     state = torch.from_numpy(observation).float().unsqueeze(0)
     probs = policy(state)
-    # validate_args=False: the check costs more than the sampling and changes nothing.
+    # validate_args=False: the check costs more than the sampling and cannot change the sample.
     m = Categorical(probs, validate_args=False)
     action = m.sample()
     policy.saved_log_probs.append(m.log_prob(action))
@@ -234,13 +165,13 @@ def finish_episode(policy, optimizer, gamma):
     del policy.saved_log_probs[:]
 
 
-# --- Attach handlers to run on specific events -------------------------------------
+# --- Attach handlers to run on specific events ---------------------------------------
 
 EPISODE_STARTED = Events.EPOCH_STARTED
 EPISODE_COMPLETED = Events.EPOCH_COMPLETED
 
 
-def attach_handlers(trainer, env, policy, optimizer, *, seed, gamma, log_interval):
+def attach_handlers(trainer, env, policy, optimizer, seed, gamma, log_interval):
     trainer.state.running_reward = 10
 
     @trainer.on(EPISODE_STARTED)
@@ -274,242 +205,172 @@ def attach_handlers(trainer, env, policy, optimizer, *, seed, gamma, log_interva
             trainer.should_terminate = True
 
 
-# "Solved" is an average over 100 consecutive episodes (gym's definition).
-MIN_EPISODES_TO_SOLVE = 100
+# --- Run Trainer ---------------------------------------------------------------------
+def train(args, env, stop):
+    policy, optimizer = create_model(env, args.seed, args.lr)
+    trainer = create_trainer(env, policy)
+    attach_handlers(trainer, env, policy, optimizer, args.seed, args.gamma, args.log_interval)
+    stop.trainer = trainer
+    outputs = TrainingOutputs(args, trainer, policy, optimizer)
+    with contextlib.closing(env), contextlib.closing(outputs):  # closing env writes the clip in progress
+        trainer.run(timesteps, max_epochs=args.max_episodes)
+    print(trainer.state)
+    return outputs.report(env, stop)
 
+
+# ======== Beyond the tutorial: input checks, recording, outputs, evaluation, signals ==
 
 def is_solved(running_reward, episodes, threshold):
-    # Tutorial fix: the running reward starts at 10, above thresholds such as Acrobot's -100,
-    # which the tutorial would call solved after one episode. On CartPole the rule never
-    # binds: from 10 it takes over 70 perfect episodes to pass 195.
-    return threshold is not None and episodes >= MIN_EPISODES_TO_SOLVE and running_reward > threshold
+    # Not in the tutorial: "solved" also needs 100 episodes, because the running reward starts at 10, above
+    # thresholds such as Acrobot's -100. On CartPole this binds only if nearly all of the first 99 episodes
+    # are perfect: even 200 steps every episode take 71 episodes to lift the running reward from 10 past 195.
+    return threshold is not None and episodes >= 100 and running_reward > threshold
 
 
-def display_path(path):
-    relative = os.path.relpath(path)
-    return path if relative.startswith("..") else relative
+# --- Input checks: one line on stderr and exit status 2, before anything is written ---
+class UsageError(Exception):
+    pass
 
 
-def format_state(state):
-    """The tutorial ends by printing the engine state; these are the fields that carry news."""
-    fields = {
-        "iteration": state.iteration,
-        "epoch": state.epoch,
-        "max_epochs": state.max_epochs,
-        "running_reward": state.running_reward,
-        "ep_reward": state.ep_reward,
-        "timestep": getattr(state, "timestep", None),
-        "seconds": round(state.times.get("COMPLETED") or 0.0, 2),
-    }
-    return "State:\n" + "\n".join(f"\t{k}: {v}" for k, v in fields.items())
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)  # one line, no usage dump, like every other bad input
 
 
-# --- Beyond the tutorial: what a user keeps from a run ------------------------------
+def check_spaces(env_id, env):
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"--env-id {env_id}: the action space must be Discrete, not {env.action_space}")
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        raise UsageError(f"--env-id {env_id}: the observation must be a flat Box, not {env.observation_space}")
 
-# The classic-control envs whose picture is a function of `env.unwrapped.state` alone.
-DRAWN_FROM_STATE = {"CartPoleEnv", "AcrobotEnv", "MountainCarEnv"}
+
+def check_writable(flag, path, is_directory=False):
+    """Creates the directory of `path` (or `path` itself) if needed, and proves it writable."""
+    if os.path.isdir(path) and not is_directory:
+        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
+    directory = path if is_directory else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot be created or written ({e.strerror or e})") from None
 
 
-class VideoRecorder(RecordVideo):
-    """gymnasium's RecordVideo, with its schedule and file names, that costs training little.
+def check_inputs(args):
+    """Every check that bad input can fail. Returns the env, and with --play the saved policy."""
+    if not 0 < args.gamma <= 1:
+        raise UsageError(f"argument --gamma: must be in (0, 1], got {args.gamma:g}")
+    if not args.lr > 0:
+        raise UsageError(f"argument --lr: must be > 0, got {args.lr:g}")
+    for flag, count in (("--log-interval", args.log_interval), ("--max-episodes", args.max_episodes),
+                        ("--eval-episodes", args.eval_episodes)):
+        if count < 1:
+            raise UsageError(f"argument {flag}: must be >= 1, got {count}")
+    outputs = {"--save-model": args.save_model, "--history": args.history, "--plot": args.plot}
+    for flag, value in {"--env-id": args.env_id, **outputs}.items():
+        if args.play and value:
+            raise UsageError(f"{flag} applies to training, not to --play")
+    missing = [package for module, package in (("moviepy", "moviepy"), ("pygame", "pygame-ce"))
+               if importlib.util.find_spec(module) is None]
+    if args.render and missing:
+        raise UsageError(f"--render needs {' and '.join(missing)}: pip install -r requirements.txt, or --no-render")
+    if args.play:
+        env, policy = load_checkpoint(args.play)
+    else:
+        args.env_id = args.env_id or "CartPole-v0"
+        env, policy = make_env(args.env_id), None
+    for flag, path in outputs.items():
+        if path:
+            check_writable(flag, path)
+    if args.render:
+        check_writable("--video-dir", args.video_dir, is_directory=True)
+    return env, policy
 
-    For an env drawn from its state, a recorded step keeps that state (a few floats) instead of
-    a 600x400 frame; a worker process on another core draws the same frames from it and
-    encodes them. Each file is written under a temporary name and renamed when complete, so a
-    stopped run never leaves a truncated mp4. close() waits for every file: see `written`.
-    """
 
-    MAX_QUEUED = 2
+# --- Recording -----------------------------------------------------------------------
+class ClipRecorder(RecordVideo):
+    """gymnasium's RecordVideo, with its schedule and file names, that prints the path of each clip."""
 
-    def __init__(self, env, video_folder, worker=None, **kwargs):
-        # gc_trigger=None: RecordVideo's default gc.collect() after each clip buys nothing here.
-        super().__init__(env, video_folder, disable_logger=True, gc_trigger=None, **kwargs)
-        unwrapped = env.unwrapped
-        self._draw_from = (env.spec.id if type(unwrapped).__name__ in DRAWN_FROM_STATE
-                           and type(unwrapped).__module__.startswith("gymnasium.envs.classic_control") else None)
-        self.written = []
-        self._pending = []
-        self._owns_worker = worker is None
-        self._worker = worker or video_worker()
-
-    def _capture_frame(self):
-        if self._draw_from:
-            self.recorded_frames.append(np.array(self.env.unwrapped.state, dtype=np.float64))
-        else:
-            super()._capture_frame()
+    def start_recording(self, video_name):
+        super().start_recording(video_name)
+        self.clip_path = os.path.join(self.video_folder, f"{video_name}.mp4")
 
     def stop_recording(self):
-        frames, name = self.recorded_frames, self._video_name
-        self.recorded_frames, self.recording, self._video_name = [], False, None
-        if frames:
-            path = os.path.join(self.video_folder, f"{name}.mp4")
-            self._pending.append(self._worker.submit(write_video, path, frames, self.frames_per_sec, self._draw_from))
-            # Training records sparsely, but --play records every episode, faster than clips are
-            # encoded: past a short queue, wait, so that memory and the wait at close() stay small.
-            # One worker finishes clips in order, so more than MAX_QUEUED are unfinished exactly
-            # when the one submitted MAX_QUEUED before this is.
-            if len(self._pending) > self.MAX_QUEUED:
-                concurrent.futures.wait([self._pending[-self.MAX_QUEUED - 1]])
-
-    def close(self):
+        # A terminal's Ctrl-C reaches moviepy's ffmpeg too, and would kill it mid-clip. Blocked here,
+        # SIGINT and SIGTERM wait until the clip is written, in ffmpeg, which inherits the mask, and
+        # in this thread. Windows has no signal masks: there the clip is not protected.
+        can_block = hasattr(signal, "pthread_sigmask")
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if can_block else None
         try:
-            super().close()
+            super().stop_recording()
         finally:
-            try:
-                self.written += [job.result() for job in self._pending]
-            finally:
-                self._pending.clear()
-                if self._owns_worker:
-                    self._worker.shutdown()
+            if can_block:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        print(f"Video: {self.clip_path}")
 
 
-def video_worker():
-    """The process that draws and encodes clips. Forked where possible, as torch's DataLoader
-    does: a spawned worker would first spend seconds importing this module and torch."""
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    worker = concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_video_worker_init)
-    worker.submit(int)  # start it before training touches torch
-    return worker
+# --- What training leaves: history, checkpoint, plot, the trained agent --------------
+class TrainingOutputs:
+    """One row per episode, for the plot and --history, a CSV flushed row by row so that it is valid
+    however the run ends; with --save-model, Ignite's Checkpoint saves the run however it ends."""
 
-
-def _video_worker_init():
-    # A Ctrl-C in a terminal reaches the whole process group. Blocked here, and in the ffmpeg
-    # processes that inherit the mask, it leaves the main process to stop the run while the
-    # clip in hand is finished.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    # Lowest priority, inherited by ffmpeg too: clips take the cycles training leaves idle.
-    os.nice(19)
-
-
-@functools.lru_cache(maxsize=None)
-def _drawing_env(env_id):
-    return make_env(env_id).unwrapped
-
-
-def write_video(path, frames, fps, draw_from=None):
-    """Encodes `frames` into the mp4 at `path`. With `draw_from`, the frames are env states of
-    that env, each drawn as ffmpeg asks for it: no clip is held in memory as images, and
-    drawing overlaps encoding. Runs in VideoRecorder's worker process."""
-    from moviepy import VideoClip
-
-    env = _drawing_env(draw_from) if draw_from else None
-
-    def frame_at(t):
-        frame = frames[min(round(t * fps), len(frames) - 1)]
-        if env is None:
-            return frame
-        env.state = frame
-        return env.render()
-
-    # moviepy writes int(duration * fps) frames, and n / fps * fps can round to just under n
-    # (29 frames at 50 fps give 28): a nanosecond more keeps every frame.
-    clip = VideoClip(frame_at, duration=len(frames) / fps + 1e-9)
-    with written_whole(path) as partial:
-        # x264's "veryfast" preset: these simple frames come out no larger, and sooner.
-        clip.write_videofile(partial, fps=fps, preset="veryfast", logger=None)
-    return path
-
-
-@contextlib.contextmanager
-def written_whole(path):
-    """Yields a temporary path beside `path` (same extension) and renames it to `path` only
-    when the block succeeds, so nobody ever sees a half-written file."""
-    directory, name = os.path.split(os.path.abspath(path))
-    stem, extension = os.path.splitext(name)
-    partial = os.path.join(directory, f".{stem}.partial{extension}")
-    try:
-        yield partial
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
-DEFAULT_ENV_ID = "CartPole-v0"
-# Evaluation episodes get seeds well clear of the training episodes' seed + episode.
-EVAL_SEED_OFFSET = 10_000_000
-
-
-class StopOnSignal:
-    """SIGINT (Ctrl-C) or SIGTERM asks the run to stop after the current step."""
-
-    def __init__(self):
-        self.signum = None
-        self.on_stop = []
-
-    def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        if self.signum is None:
-            self.signum = signum
-            for callback in self.on_stop:
-                callback()
-
-    @property
-    def exit_status(self):
-        return 128 + self.signum
-
-    def report(self, what):
-        print(f"Stopped by {signal.Signals(self.signum).name}: {what}")
-
-
-class CheckpointInfo:
-    """Saved by Ignite's Checkpoint next to the weights: what rebuilds and checks them."""
-
-    def __init__(self, read):
-        self.read = read
-
-    def state_dict(self):
-        return self.read()
-
-
-class History:
-    """One row per episode. The CSV is appended and flushed row by row, so it is valid
-    however the run ends; the rows also stay in memory for the plot."""
-
-    FIELDS = ("episode", "length", "return", "running_reward", "seconds")
-
-    def __init__(self, path=None):
+    def __init__(self, args, trainer, policy, optimizer):
+        self.args, self.trainer, self.policy = args, trainer, policy
         self.rows = []
-        self._started = time.perf_counter()
-        self._last_iteration = 0
-        self._file = self._csv = None
-        if path:
-            self._file = open(path, "w", newline="")
-            self._csv = csv.writer(self._file)
-            self._write(self.FIELDS)
+        self.last_iteration = 0
+        self.started = time.perf_counter()
+        self.file = open(args.history, "w") if args.history else None
+        self.write_row("episode", "length", "return", "running_reward", "seconds")
+        trainer.add_event_handler(EPISODE_COMPLETED, self.record_episode)
+        if args.save_model:
+            directory, name = os.path.split(os.path.abspath(args.save_model))
+            # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
+            info = SimpleNamespace(state_dict=lambda: {"env_id": args.env_id, "seed": args.seed,
+                                                       "episodes": trainer.state.epoch,
+                                                       "running_reward": trainer.state.running_reward})
+            checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info},
+                                    DiskSaver(directory, require_empty=False, atomic=True),  # never half-written
+                                    filename_pattern=name.replace("{", "{{").replace("}", "}}"))
+            trainer.add_event_handler(Events.COMPLETED, checkpoint)
 
-    def _write(self, row):
-        self._csv.writerow(row)
-        self._file.flush()
+    def record_episode(self):
+        state = self.trainer.state
+        self.rows.append((state.epoch, state.iteration - self.last_iteration, state.ep_reward,
+                          round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
+        self.last_iteration = state.iteration
+        self.write_row(*self.rows[-1])
 
-    def record_episode(self, engine):
-        state = engine.state
-        row = (state.epoch, state.iteration - self._last_iteration, state.ep_reward,
-               round(state.running_reward, 6), round(time.perf_counter() - self._started, 3))
-        self._last_iteration = state.iteration
-        self.rows.append(row)
-        if self._file:
-            self._write(row)
+    def write_row(self, *values):
+        if self.file:
+            print(*values, sep=",", file=self.file, flush=True)
 
     def close(self):
-        if self._file:
-            self._file.close()
+        if self.file:
+            self.file.close()
 
-
-def solving_episode(rows, threshold):
-    return next((row[0] for row in rows if is_solved(row[3], row[0], threshold)), None)
+    def report(self, env, stop):
+        """Prints what the run left, records the trained agent, and returns the exit status."""
+        args, state, threshold = self.args, self.trainer.state, env.spec.reward_threshold
+        if args.plot:
+            write_plot(args.plot, self.rows, threshold, f"REINFORCE on {args.env_id}, seed {args.seed}")
+        for name, path in (("History", args.history), ("Plot", args.plot), ("Model", args.save_model)):
+            if path:
+                print(f"{name}: {path}")
+        if args.render and stop.signum is None:
+            for total, length in evaluate(self.policy, make_env(args.env_id), 1, args, stop, "trained-agent"):
+                print(f"Trained agent: balanced for {length}/{env.spec.max_episode_steps} steps, return {total:g}")
+        if stop.signum is not None:
+            return stop.exit(f"trained {state.epoch} episodes")
+        if is_solved(state.running_reward, state.epoch, threshold):
+            return 0
+        print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
+        return 1
 
 
 def write_plot(path, rows, threshold, title):
-    """Episode return and running reward against the episode, as a PNG (Agg, no pyplot)."""
-    from matplotlib.figure import Figure
+    """Episode return and running reward against the episode, as a PNG."""
+    from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
 
     episodes = [row[0] for row in rows]
     fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
@@ -518,69 +379,25 @@ def write_plot(path, rows, threshold, title):
     ax.plot(episodes, [row[3] for row in rows], color="tab:orange", lw=2, label="running reward")
     if threshold is not None:
         ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
-    solved = solving_episode(rows, threshold)
+    solved = next((row[0] for row in rows if is_solved(row[3], row[0], threshold)), None)
     if solved is not None:
         ax.axvline(solved, color="tab:green", ls=":", lw=1.5, label=f"solved at episode {solved}")
     ax.set(title=title, xlabel="episode", ylabel="reward")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    with written_whole(path) as partial:
-        fig.savefig(partial, format="png")
+    fig.savefig(path, format="png")
 
 
-def attach_checkpoint(trainer, path, to_save):
-    """Ignite's Checkpoint writes `to_save` to exactly `path` (atomically) when the run ends."""
-    from ignite.handlers import Checkpoint, DiskSaver
-
-    directory, name = os.path.split(os.path.abspath(path))
-    checkpoint = Checkpoint(to_save, DiskSaver(directory, require_empty=False, atomic=True),
-                            filename_pattern=name.replace("{", "{{").replace("}", "}}"))
-    trainer.add_event_handler(Events.COMPLETED, checkpoint)
-
-
-def load_checkpoint(path, env_id):
-    """The env and the policy of a --save-model checkpoint, or a UsageError."""
-    if not os.path.isfile(path):
-        raise UsageError(f"--play {path}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise UsageError(f"--play {path}: not a checkpoint (torch.load cannot read it)") from None
-    info = saved.get("info") if isinstance(saved, dict) else None
-    if not (isinstance(info, dict) and "policy" in saved
-            and {"env_id", "observation_size", "n_actions"} <= info.keys()):
-        raise UsageError(f"--play {path}: not a checkpoint written by --save-model")
-    if env_id is not None and env_id != info["env_id"]:
-        raise UsageError(f"--env-id {env_id} conflicts with --play {path}, which was trained on {info['env_id']}")
-    env = make_env(info["env_id"])
-    sizes = (env.observation_space.shape[0], int(env.action_space.n))
-    if sizes != (info["observation_size"], info["n_actions"]):
-        env.close()
-        raise UsageError(
-            f"--play {path}: made for {info['observation_size']} observations and {info['n_actions']} actions, "
-            f"but {info['env_id']} has {sizes[0]} and {sizes[1]}"
-        )
-    policy = Policy(*sizes)
-    try:
-        policy.load_state_dict(saved["policy"])
-    except (RuntimeError, TypeError, AttributeError) as e:
-        env.close()
-        raise UsageError(f"--play {path}: its weights do not fit the policy ({str(e).splitlines()[0]})") from None
-    return env, policy
-
-
-def check_output_file(flag, path):
-    if os.path.isdir(path):
-        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
-    check_writable(flag, path, os.path.dirname(os.path.abspath(path)))
-
-
-def evaluate(policy, env, episodes, seed, stop):
-    """Plays with the trained policy: eval mode, so dropout is off; actions are still sampled.
-    Returns (return, length) of each episode that ran to its end."""
+# --- Evaluation: the trained agent's clip and --play ---------------------------------
+def evaluate(policy, env, episodes, args, stop, name_prefix):
+    """Plays with the policy in eval mode (dropout off; actions are still sampled), recording
+    every episode when rendering is on. Returns (return, length) of each finished episode."""
+    if args.render:
+        env = wrap_env(env, args.video_dir, name_prefix=name_prefix, episode_trigger=lambda episode: True)
+    seed = args.seed + 10_000_000  # clear of the training episodes' seeds, seed + episode
     policy.eval()
     results = []
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.closing(env):
         for episode in range(episodes):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
@@ -595,147 +412,88 @@ def evaluate(policy, env, episodes, seed, stop):
     return results
 
 
-def episode_limit(env):
-    return f"/{env.spec.max_episode_steps}" if env.spec.max_episode_steps else ""
-
-
-def record_trained_agent(policy, args, stop, worker):
-    env = VideoRecorder(make_env(args.env_id), args.video_dir, worker, name_prefix="trained-agent",
-                        episode_trigger=lambda episode: True)
+def load_checkpoint(path):
+    """The env and the policy of a --save-model checkpoint, or a UsageError."""
     try:
-        results = evaluate(policy, env, 1, args.seed + EVAL_SEED_OFFSET, stop)
-    finally:
-        env.close()
-    for path in env.written:
-        if results:
-            total, length = results[0]
-            print(f"Trained agent: {display_path(path)} (balanced for {length}{episode_limit(env)} steps, "
-                  f"return {total:g})")
-        else:
-            print(f"Trained agent: {display_path(path)} (stopped before the episode ended)")
-
-
-# --- Run Trainer -------------------------------------------------------------------
-
-
-def train(args, env, stop, worker=None):
-    # Tutorial fix: it never seeds before building the Policy, so no run can be repeated.
-    torch.manual_seed(args.seed)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        env_id, weights = saved["info"]["env_id"], saved["policy"]
+    except OSError as e:
+        raise UsageError(f"--play {path}: {e.strerror}") from None
+    except Exception:
+        raise UsageError(f"--play {path}: not a checkpoint written by --save-model") from None
+    env = make_env(env_id)
     policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
-    optimizer = optim.Adam(policy.parameters(), lr=args.lr)
-    timesteps = range(10000)
-
-    trainer = create_trainer(env, policy)
-    attach_handlers(trainer, env, policy, optimizer, seed=args.seed, gamma=args.gamma,
-                    log_interval=args.log_interval)
-    stop.on_stop.append(trainer.terminate)
-    history = History(args.history)
-    trainer.add_event_handler(EPISODE_COMPLETED, history.record_episode)
-    threshold = env.spec.reward_threshold
-    if args.save_model:
-        info = CheckpointInfo(lambda: {
-            "env_id": args.env_id, "observation_size": policy.affine1.in_features,
-            "n_actions": policy.affine2.out_features, "seed": args.seed, "episodes": len(history.rows),
-            "running_reward": trainer.state.running_reward,
-        })
-        attach_checkpoint(trainer, args.save_model, {"policy": policy, "optimizer": optimizer, "info": info})
-
     try:
-        trainer.run(timesteps, max_epochs=args.max_episodes)
-    finally:
-        env.close()
-        history.close()
-
-    state = trainer.state
-    print(format_state(state))
-    for path in getattr(env, "written", []):
-        print(f"Video: {display_path(path)}")
-    if args.history:
-        print(f"History: {display_path(args.history)} ({len(history.rows)} episodes)")
-    if args.plot:
-        write_plot(args.plot, history.rows, threshold, f"REINFORCE on {args.env_id}, seed {args.seed}")
-        print(f"Plot: {display_path(args.plot)}")
-    if args.save_model:
-        print(f"Model: {display_path(args.save_model)}")
-
-    if stop.signum is not None:
-        stop.report(f"trained {len(history.rows)} episodes")
-        return stop.exit_status
-    if args.render:
-        record_trained_agent(policy, args, stop, worker)
-        if stop.signum is not None:
-            stop.report("while recording the trained agent")
-            return stop.exit_status
-    if is_solved(state.running_reward, state.epoch, threshold):
-        return 0
-    print(
-        f"Not solved: running reward {state.running_reward:.2f} after {state.epoch} episodes "
-        f"(--max-episodes {args.max_episodes}, threshold {threshold})"
-    )
-    return 1
+        policy.load_state_dict(weights)
+    except Exception:
+        raise UsageError(f"--play {path}: its weights do not fit a policy for {env_id}") from None
+    return env, policy
 
 
-def play(args, env, policy, stop, worker=None):
-    print(f"Playing {args.eval_episodes} episodes of {env.spec.id} with {args.play}")
-    if args.render:
-        env = VideoRecorder(env, args.video_dir, worker, name_prefix="play", episode_trigger=lambda episode: True)
-    try:
-        results = evaluate(policy, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, stop)
-    finally:
-        env.close()
-    for path in getattr(env, "written", []):
-        print(f"Video: {display_path(path)}")
+def play(args, env, policy, stop):
+    results = evaluate(policy, env, args.eval_episodes, args, stop, "play")
     if results:
         returns = np.array([total for total, _ in results])
-        print(
-            f"Played {len(results)} episodes of {env.spec.id} with {args.play}: "
-            f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
-        )
+        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: return {returns.mean():.2f} "
+              f"± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})")
     if stop.signum is not None:
-        stop.report(f"played {len(results)} of {args.eval_episodes} episodes")
-        return stop.exit_status
+        return stop.exit(f"played {len(results)} of {args.eval_episodes} episodes")
     return 0
 
 
+# --- Signals and the entry point -----------------------------------------------------
+class StopOnSignal:
+    """SIGINT (Ctrl-C) or SIGTERM asks the run to stop after the current step."""
+
+    signum = None  # the signal that came
+    trainer = None  # the Engine to terminate
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            if self.trainer:
+                self.trainer.terminate()
+
+    def exit(self, what):
+        print(f"Stopped by {signal.Signals(self.signum).name}: {what}")
+        return 128 + self.signum
+
+
 def main(argv=None):
+    # No window is ever opened: frames are drawn off-screen for the recordings.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
+    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
     try:
         args = parse_args(argv)
-        if args.render:
-            # No window is ever opened: frames are drawn off-screen for the recordings.
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-            check_render_dependencies()
-        if args.play:
-            env, policy = load_checkpoint(args.play, args.env_id)
-        else:
-            args.env_id = args.env_id or DEFAULT_ENV_ID
-            env = make_env(args.env_id)
-        for flag, path in (("--history", args.history), ("--plot", args.plot), ("--save-model", args.save_model)):
-            if path:
-                check_output_file(flag, path)
-        if args.render:
-            check_writable("--video-dir", args.video_dir, args.video_dir)
+        env, policy = check_inputs(args)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
-    if args.render:
-        # Re-runs replace clips of the same name on purpose; gymnasium warns about it.
-        warnings.filterwarnings("ignore", message=".*Overwriting existing videos at")
-    with StopOnSignal() as stop, contextlib.ExitStack() as cleanup:
-        worker = cleanup.enter_context(video_worker()) if args.render else None
+    with StopOnSignal() as stop:
         if args.play:
-            return play(args, env, policy, stop, worker)
+            return play(args, env, policy, stop)
         if args.render:
-            env = VideoRecorder(env, args.video_dir, worker)
-        return train(args, env, stop, worker)
+            env = wrap_env(env, args.video_dir)
+        return train(args, env, stop)
 
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, even through a pipe
     try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C before the run started
-        sys.exit(130)
+        status = main()
     except BrokenPipeError:  # the reader of our output went away, as with `| head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
+        status = 141
+    # The run is over: more Ctrl-Cs while Python shuts down must not change its exit status.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)

@@ -1,0 +1,91 @@
+"""What a run leaves: the clips, the history, the plot, the checkpoint and what --play makes of it."""
+
+import csv
+import os
+import re
+
+import torch
+from PIL import Image
+
+import reinforce_cartpole as rc
+from conftest import SOLVE_SEED, decoded_frames
+
+
+def assert_frames(path, expected):
+    """A clip has a frame for the reset and one for each step. gymnasium's RecordVideo builds an
+    ImageSequenceClip, and moviepy can drop its last frame (moviepy #2507): 11 to 14 frames at
+    50 fps come out one short."""
+    assert decoded_frames(path)[1] in (expected, expected - 1)
+
+
+def test_training_and_the_trained_agent_are_recorded(recorded_run):
+    result, video_dir = recorded_run
+    assert result.stderr == ""
+    # gymnasium's schedule records episodes 0, 1 and 8 (counted from 0) of the first ten.
+    names = sorted(os.listdir(video_dir))
+    assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "rl-video-episode-8.mp4",
+                     "trained-agent-episode-0.mp4"]
+    assert re.findall(r"^Video: (.*)$", result.stdout, re.M) == [str(video_dir / name) for name in names]
+    for name in names:
+        meta, frames = decoded_frames(video_dir / name)
+        assert meta["size"] == (600, 400) and meta["fps"] == 50 and frames > 0
+    steps = re.search(r"^Trained agent: balanced for (\d+)/200 steps, return \1$", result.stdout, re.M)
+    assert steps, result.stdout
+    assert_frames(video_dir / "trained-agent-episode-0.mp4", int(steps.group(1)) + 1)
+
+
+def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
+    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", episode_trigger=lambda episode: True)
+    env.reset(seed=3)
+    for step in range(20):
+        env.step(step % 2)
+    env.close()
+    assert capsys.readouterr().out == f"Video: {tmp_path / 'clips' / 'rl-video-episode-0.mp4'}\n"
+    assert_frames(tmp_path / "clips" / "rl-video-episode-0.mp4", 21)
+
+
+def test_the_history_has_one_row_per_episode(solved_run):
+    result, out = solved_run
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["episode", "length", "return", "running_reward", "seconds"]
+    episodes = int(re.search(r"^\tepoch: (\d+)$", result.stdout, re.M).group(1))
+    assert [int(row["episode"]) for row in rows] == list(range(1, episodes + 1))
+    # CartPole pays 1 a step, so an episode's return is its length.
+    assert all(1 <= int(row["length"]) <= 200 and float(row["return"]) == int(row["length"]) for row in rows)
+    assert float(rows[-1]["running_reward"]) > 195
+    seconds = [float(row["seconds"]) for row in rows]
+    assert seconds == sorted(seconds)
+
+
+def test_the_plot_is_a_png(solved_run):
+    _, out = solved_run
+    with Image.open(out / "curve.png") as image:
+        assert image.format == "PNG" and image.size == (800, 450)
+        assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10, "not a blank image"
+
+
+def test_a_saved_policy_plays_back(solved_run, capsys):
+    _, out = solved_run
+    saved = torch.load(out / "policy.pt", weights_only=True)
+    assert saved["info"]["env_id"] == "CartPole-v0" and saved["info"]["seed"] == SOLVE_SEED
+    assert saved["info"]["running_reward"] > 195 and "state" in saved["optimizer"]
+
+    assert rc.main(["--play", str(out / "policy.pt"), "--eval-episodes", "5", "--no-render"]) == 0
+    match = re.search(r"^Played 5 episodes of CartPole-v0 with .*policy\.pt: "
+                      r"return ([\d.]+) ± ([\d.]+) \(min ([\d.]+), max ([\d.]+)\)$", capsys.readouterr().out, re.M)
+    assert match
+    mean, std, low, high = map(float, match.groups())
+    assert low <= mean <= high <= 200 and std >= 0
+    # The solved agent, with dropout off, keeps the pole up for most of the 200 steps.
+    assert mean > 150
+
+
+def test_play_records_every_episode(solved_run, tmp_path, capsys):
+    _, out = solved_run
+    assert rc.main(["--play", str(out / "policy.pt"), "--eval-episodes", "2", "--video-dir", str(tmp_path)]) == 0
+    names = ["play-episode-0.mp4", "play-episode-1.mp4"]
+    assert sorted(os.listdir(tmp_path)) == names
+    assert re.findall(r"^Video: (.*)$", capsys.readouterr().out, re.M) == [str(tmp_path / name) for name in names]
+    for name in names:
+        assert decoded_frames(tmp_path / name)[1] > 0
