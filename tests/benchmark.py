@@ -19,146 +19,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torch.optim as optim
-from torch.distributions import Categorical
-
-from ignite.engine import Engine, Events
-
 import gymnasium as gym
-from gymnasium.wrappers import RecordVideo
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "reinforce_cartpole.py"
 sys.path.insert(0, str(ROOT))
 import reinforce_cartpole as rc  # noqa: E402
-
-
-# --- The tutorial's code path, as written ----------------------------------------------
-# Copied from the tutorial text with its lost lines restored. Only the port's two correctness
-# fixes are kept: `done` includes `truncated`, and torch is seeded before the Policy is built.
-# Everything else is as written: gym.make with its env checker, Categorical with argument
-# validation, env.render() on every step when rendering, RecordVideo's defaults.
-
-
-def run_as_written(seed=543, max_episodes=1000000, render=False, video_dir=None, log_interval=100):
-    """Returns the per-episode rewards."""
-    seed_val = seed
-    gamma = 0.99
-
-    env = gym.make("CartPole-v0", render_mode="rgb_array")
-    if render:
-        env = RecordVideo(env, video_dir, disable_logger=True)
-
-    class Policy(nn.Module):
-        def __init__(self):
-            super(Policy, self).__init__()
-            self.affine1 = nn.Linear(4, 128)
-            self.dropout = nn.Dropout(p=0.6)
-            self.affine2 = nn.Linear(128, 2)
-
-            self.saved_log_probs = []
-            self.rewards = []
-
-        def forward(self, x):
-            x = self.affine1(x)
-            x = self.dropout(x)
-            x = F.relu(x)
-            action_scores = self.affine2(x)
-            return F.softmax(action_scores, dim=1)
-
-    torch.manual_seed(seed_val)  # kept fix: seeding
-    policy = Policy()
-    optimizer = optim.Adam(policy.parameters(), lr=1e-2)
-    eps = np.finfo(np.float32).eps.item()
-    timesteps = range(10000)
-
-    def run_single_timestep(engine, timestep):
-        observation = engine.state.observation
-        action = select_action(policy, observation)
-        engine.state.observation, reward, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated  # kept fix: truncation
-        if render:
-            env.render()
-        policy.rewards.append(reward)
-        engine.state.ep_reward += reward
-        if done:
-            engine.terminate_epoch()
-            engine.state.timestep = timestep
-
-    trainer = Engine(run_single_timestep)
-
-    def select_action(policy, observation):
-        state = torch.from_numpy(observation).float().unsqueeze(0)
-        probs = policy(state)
-        m = Categorical(probs)
-        action = m.sample()
-        policy.saved_log_probs.append(m.log_prob(action))
-        return action.item()
-
-    def finish_episode(policy, optimizer, gamma):
-        R = 0
-        policy_loss = []
-        returns = deque()
-        for r in policy.rewards[::-1]:
-            R = r + gamma * R
-            returns.appendleft(R)
-        returns = torch.tensor(returns)
-        returns = (returns - returns.mean()) / (returns.std() + eps)
-        for log_prob, R in zip(policy.saved_log_probs, returns):
-            policy_loss.append(-log_prob * R)
-        optimizer.zero_grad()
-        policy_loss = torch.cat(policy_loss).sum()
-        policy_loss.backward()
-        optimizer.step()
-        del policy.rewards[:]
-        del policy.saved_log_probs[:]
-
-    EPISODE_STARTED = Events.EPOCH_STARTED
-    EPISODE_COMPLETED = Events.EPOCH_COMPLETED
-
-    trainer.state.running_reward = 10
-    episode_rewards = []
-
-    @trainer.on(EPISODE_STARTED)
-    def reset_environment_state():
-        torch.manual_seed(seed_val + trainer.state.epoch)
-        trainer.state.observation, _ = env.reset(seed=seed_val + trainer.state.epoch)
-        trainer.state.ep_reward = 0
-
-    @trainer.on(EPISODE_COMPLETED)
-    def update_model():
-        trainer.state.running_reward = 0.05 * trainer.state.ep_reward + (1 - 0.05) * trainer.state.running_reward
-        finish_episode(policy, optimizer, gamma)
-        episode_rewards.append(trainer.state.ep_reward)
-
-    @trainer.on(EPISODE_COMPLETED(every=log_interval))
-    def log_episode():
-        i_episode = trainer.state.epoch
-        print(
-            f"Episode {i_episode}\tLast reward: {trainer.state.ep_reward:.2f}"
-            f"\tAverage length: {trainer.state.running_reward:.2f}"
-        )
-
-    @trainer.on(EPISODE_COMPLETED)
-    def should_finish_training():
-        running_reward = trainer.state.running_reward
-        if running_reward > env.spec.reward_threshold:
-            print(
-                f"Solved! Running reward is now {running_reward} and "
-                f"the last episode runs to {trainer.state.timestep} time steps!"
-            )
-            trainer.should_terminate = True
-
-    trainer.run(timesteps, max_epochs=max_episodes)
-    env.close()
-    return episode_rewards
+from as_written import run_as_written  # noqa: E402
 
 
 # --- The port, through its real entry point --------------------------------------------
@@ -225,50 +96,60 @@ def training_throughput(seeds, episodes, repeats):
           f"**{'yes' if identical else 'NO'}**.")
 
 
+def port_with_gc_after_each_clip(**kwargs):
+    """The port, but with RecordVideo's default gc_trigger: a gc.collect() after every clip."""
+    wrap_env = rc.wrap_env
+    rc.wrap_env = lambda env, video_folder, **kw: rc.ClipRecorder(env, video_folder, disable_logger=True, **kw)
+    try:
+        return run_port(**kwargs)
+    finally:
+        rc.wrap_env = wrap_env
+
+
 def video_cost(seed, episodes, repeats):
-    """Rendering on against off for the port, and the as-written path with rendering on."""
-    runs = {"port, rendering off": [], "port, rendering on": []}
+    """Recording against not recording, for the port; and the as-written path, which renders
+    every step and keeps RecordVideo's defaults."""
+    contenders = {"port, rendering off": (run_port, False), "port, rendering on": (run_port, True),
+                  "port, rendering on, gc.collect() after each clip": (port_with_gc_after_each_clip, True)}
+    runs = {name: [] for name in contenders}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
-            order = [("port, rendering off", False), ("port, rendering on", True)]
+            order = list(contenders.items())
             if repeat % 2:
                 order.reverse()
-            for name, render in order:
-                rewards, seconds = timed(run_port, seed=seed, max_episodes=episodes, render=render,
-                                         video_dir=os.path.join(tmp, f"port-{repeat}"))
+            for name, (fn, render) in order:
+                video_dir = os.path.join(tmp, f"{repeat}-{list(contenders).index(name)}")
+                rewards, seconds = timed(fn, seed=seed, max_episodes=episodes, render=render, video_dir=video_dir)
                 steps = sum(rewards)
                 runs[name].append((steps / rewards.training_seconds, steps / seconds))
         rewards, seconds = timed(run_as_written, seed=seed, max_episodes=episodes, render=True,
                                  video_dir=os.path.join(tmp, "as-written"))
         clips = len(os.listdir(os.path.join(tmp, "as-written")))
     as_written = sum(rewards) / seconds
-    off_training, off_whole = (statistics.median(v) for v in zip(*runs["port, rendering off"]))
-    on_training, on_whole = (statistics.median(v) for v in zip(*runs["port, rendering on"]))
+    medians = {name: [statistics.median(v) for v in zip(*values)] for name, values in runs.items()}
+    off_training, off_whole = medians["port, rendering off"]
     print(f"\n### 2. The cost of video (seed {seed}, {len(rewards)} episodes, {clips} training clips, "
           f"{repeats} runs each)\n")
     print("Training: env steps/s from the first episode to the end of the last (the port's --history).\n"
-          "Whole run: from main() to its return, with the worker's start, the wait for the last clip\n"
-          "and, with rendering on, the trained-agent episode and its clip.\n")
-    print("| run | env steps/s, training | env steps/s, whole run | whole run vs port, rendering off |\n"
-          "| --- | ---: | ---: | ---: |")
-    print(f"| port, rendering off | {off_training:,.0f} | {off_whole:,.0f} | 1.00 |")
-    print(f"| port, rendering on | {on_training:,.0f} | {on_whole:,.0f} | {on_whole / off_whole:.2f} |")
-    print(f"| as written, rendering on | | {as_written:,.0f} | {as_written / off_whole:.2f} |")
-    print(f"\nRendering on costs the port **{(1 - on_training / off_training) * 100:.1f} %** of its training "
-          f"throughput and {(1 - on_whole / off_whole) * 100:.1f} % of its whole-run throughput. "
-          f"The as-written path with rendering on is **{off_whole / as_written:.1f}x** slower than the port "
-          f"with rendering off.")
+          "Whole run: from main() to its return, with the trained-agent episode and its clip when recording.\n")
+    print("| run | env steps/s, training | env steps/s, whole run | extra time, training | extra time, whole run |\n"
+          "| --- | ---: | ---: | ---: | ---: |")
+    for name, (training, whole) in medians.items():
+        print(f"| {name} | {training:,.0f} | {whole:,.0f} | {(off_training / training - 1) * 100:+.1f} % "
+              f"| {(off_whole / whole - 1) * 100:+.1f} % |")
+    print(f"| as written, rendering on | | {as_written:,.0f} | | {(off_whole / as_written - 1) * 100:+.0f} % |")
 
 
-def solve_run(seed, max_episodes):
+def solve_run(seed, max_episodes, history):
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed),
-         "--max-episodes", str(max_episodes), "--log-interval", str(10 ** 9)],
+        [sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed), "--max-episodes", str(max_episodes),
+         "--log-interval", str(10 ** 9), "--history", history],
         capture_output=True, text=True,
     )
-    episodes = int(result.stdout.split("\tepoch: ")[1].split()[0])
-    return {"seed": seed, "solved": result.returncode == 0, "episodes": episodes,
+    with open(history, newline="") as f:
+        running = [float(row["running_reward"]) for row in csv.DictReader(f)]
+    return {"seed": seed, "solved": result.returncode == 0, "episodes": len(running), "running": running,
             "seconds": time.perf_counter() - start}
 
 
@@ -276,12 +157,10 @@ def quantile90(values):
     return statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
 
 
-def episodes_to_solve(seeds, max_episodes):
+def episodes_to_solve(seeds, max_episodes, figure):
     """Each seed in its own process, two at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda seed: solve_run(seed, max_episodes), seeds))
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda seed: solve_run(seed, max_episodes, os.path.join(tmp, f"{seed}.csv")), seeds))
     solved = [run for run in runs if run["solved"]]
     print(f"\n### 3. Episodes and seconds to solve CartPole-v0 (seeds {seeds[0]}-{seeds[-1]}, "
           f"at most {max_episodes} episodes, two processes at a time)\n")
@@ -297,6 +176,37 @@ def episodes_to_solve(seeds, max_episodes):
     print("\n| seed | " + " | ".join(str(r["seed"]) for r in runs) + " |")
     print("| --- | " + " | ".join("---:" for _ in runs) + " |")
     print("| episodes | " + " | ".join(f"{r['episodes']}{'' if r['solved'] else '*'}" for r in runs) + " |")
+    if figure:
+        draw_seeds_figure(figure, runs, max_episodes)
+        print(f"\nFigure: {figure}")
+
+
+def draw_seeds_figure(path, runs, max_episodes):
+    """The running reward against the episode, one thin line per seed and the median in bold.
+    A run stops when it is solved; the median holds each stopped run at its last value."""
+    from matplotlib.figure import Figure
+
+    threshold = gym.spec("CartPole-v0").reward_threshold
+    longest = max(run["episodes"] for run in runs)
+    held = [run["running"] + [run["running"][-1]] * (longest - run["episodes"]) for run in runs]
+    median = [statistics.median(values) for values in zip(*held)]
+    solved = [run["episodes"] for run in runs if run["solved"]]
+    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    for run in runs:
+        ax.plot(range(1, run["episodes"] + 1), run["running"], color="tab:blue", alpha=0.3, lw=0.8)
+    ax.plot(range(1, longest + 1), median, color="tab:blue", lw=2.5, label=f"median of {len(runs)} seeds")
+    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
+    ax.set(title=f"REINFORCE on CartPole-v0, seeds {runs[0]['seed']}-{runs[-1]['seed']}: running reward",
+           xlabel="episode", ylabel="running reward", xlim=(0, longest), ylim=(0, 205))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    summary = f"solved {len(solved)}/{len(runs)} within {max_episodes} episodes"
+    if solved:
+        summary += (f"; episodes to solve: median {statistics.median(solved):.0f}, "
+                    f"90th percentile {quantile90(solved):.0f}")
+    fig.supxlabel(summary, fontsize=10)
+    fig.savefig(path, format="png")
 
 
 PEAK_RSS = """
@@ -307,8 +217,11 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def peak_memory(max_episodes):
-    """Peak resident set of one training run: the largest of its processes (ru_maxrss)."""
+    """Peak resident set of one training run, from ru_maxrss (POSIX only; in KiB on Linux)."""
     print(f"\n### 4. Peak resident memory of one training run (seed 543, at most {max_episodes} episodes)\n")
+    if sys.platform != "linux":
+        print("Measured on Linux only.")
+        return
     print("| run | peak RSS |\n| --- | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in (("rendering off", ["--no-render"]), ("rendering on", ["--video-dir", tmp])):
@@ -343,26 +256,27 @@ def machine():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Benchmark the port against the tutorial's code as written.")
-    p.add_argument("--quick", action="store_true", help="small sizes, about a minute (default: full run)")
+    p.add_argument("--quick", action="store_true", help="small sizes, about two minutes (default: full run)")
+    p.add_argument("--seeds-figure", metavar="PNG", help="draw the running reward of every seed of section 3 "
+                   "(the README's is video/seeds.png; default: not drawn)")
     args = p.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*is out of date. You should consider upgrading")
-    warnings.filterwarnings("ignore", message=".*Overwriting existing videos at")
+    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
 
     started = time.perf_counter()
     print(f"## Benchmark{' (--quick)' if args.quick else ''}\n\n{machine()}")
     if args.quick:
         training_throughput(seeds=[543, 1], episodes=100, repeats=1)
         video_cost(seed=VIDEO_SEED, episodes=150, repeats=1)
-        episodes_to_solve(seeds=list(range(4)), max_episodes=400)
+        episodes_to_solve(seeds=list(range(4)), max_episodes=400, figure=args.seeds_figure)
         peak_memory(max_episodes=50)
         reproducibility(episodes=50)
     else:
         training_throughput(seeds=[543, 1, 2], episodes=300, repeats=3)
         video_cost(seed=VIDEO_SEED, episodes=500, repeats=3)
-        episodes_to_solve(seeds=list(range(20)), max_episodes=3000)
+        episodes_to_solve(seeds=list(range(20)), max_episodes=3000, figure=args.seeds_figure)
         peak_memory(max_episodes=1000)
         reproducibility(episodes=400)
     print(f"\n(benchmark took {time.perf_counter() - started:.0f} s)")
