@@ -297,9 +297,9 @@ class ClipRecorder(RecordVideo):
         self.clip_path = os.path.join(self.video_folder, f"{video_name}.mp4")
 
     def stop_recording(self):
-        # A terminal's Ctrl-C reaches moviepy's ffmpeg too, and would kill it mid-clip. Blocked here,
-        # SIGINT and SIGTERM wait until the clip is written, in ffmpeg, which inherits the mask, and
-        # in this thread. Windows has no signal masks: there the clip is not protected.
+        # A terminal's Ctrl-C reaches moviepy's ffmpeg too, and would kill it mid-clip. ffmpeg inherits
+        # this thread's signal mask, so it never sees SIGINT or SIGTERM, while StopOnSignal still does.
+        # Windows has no signal masks: there the clip is not protected.
         can_block = hasattr(signal, "pthread_sigmask")
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if can_block else None
         try:
@@ -327,7 +327,7 @@ class TrainingOutputs:
             directory, name = os.path.split(os.path.abspath(args.save_model))
             # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
             info = SimpleNamespace(state_dict=lambda: {"env_id": args.env_id, "seed": args.seed,
-                                                       "episodes": trainer.state.epoch,
+                                                       "episodes": len(self.rows),
                                                        "running_reward": trainer.state.running_reward})
             checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info},
                                     DiskSaver(directory, require_empty=False, atomic=True),  # never half-written
@@ -361,7 +361,7 @@ class TrainingOutputs:
             for total, length in evaluate(self.policy, make_env(args.env_id), 1, args, stop, "trained-agent"):
                 print(f"Trained agent: balanced for {length}/{env.spec.max_episode_steps} steps, return {total:g}")
         if stop.signum is not None:
-            return stop.exit(f"trained {state.epoch} episodes")
+            return stop.exit(f"trained {len(self.rows)} episodes")
         if is_solved(state.running_reward, state.epoch, threshold):
             return 0
         print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")

@@ -70,6 +70,8 @@ def test_a_saved_policy_plays_back(solved_run, capsys):
     saved = torch.load(out / "policy.pt", weights_only=True)
     assert saved["info"]["env_id"] == "CartPole-v0" and saved["info"]["seed"] == SOLVE_SEED
     assert saved["info"]["running_reward"] > 195 and "state" in saved["optimizer"]
+    with open(out / "history.csv", newline="") as f:
+        assert saved["info"]["episodes"] == len(list(csv.DictReader(f)))
 
     assert rc.main(["--play", str(out / "policy.pt"), "--eval-episodes", "5", "--no-render"]) == 0
     match = re.search(r"^Played 5 episodes of CartPole-v0 with .*policy\.pt: "
