@@ -166,7 +166,6 @@ def finish_episode(policy, optimizer, gamma):
 
 
 # --- Attach handlers to run on specific events ---------------------------------------
-
 EPISODE_STARTED = Events.EPOCH_STARTED
 EPISODE_COMPLETED = Events.EPOCH_COMPLETED
 
@@ -292,9 +291,13 @@ def check_inputs(args):
 class ClipRecorder(RecordVideo):
     """gymnasium's RecordVideo, with its schedule and file names, that prints the path of each clip."""
 
+    def __init__(self, env, video_folder, **kwargs):
+        super().__init__(env, video_folder, **kwargs)
+        self.folder_as_given = video_folder  # RecordVideo keeps it as an absolute path
+
     def start_recording(self, video_name):
         super().start_recording(video_name)
-        self.clip_path = os.path.join(self.video_folder, f"{video_name}.mp4")
+        self.clip_path = os.path.join(self.folder_as_given, f"{video_name}.mp4")
 
     def stop_recording(self):
         # A terminal's Ctrl-C reaches moviepy's ffmpeg too, and would kill it mid-clip. ffmpeg inherits
@@ -312,8 +315,7 @@ class ClipRecorder(RecordVideo):
 
 # --- What training leaves: history, checkpoint, plot, the trained agent --------------
 class TrainingOutputs:
-    """One row per episode, for the plot and --history, a CSV flushed row by row so that it is valid
-    however the run ends; with --save-model, Ignite's Checkpoint saves the run however it ends."""
+    """The history (a CSV flushed row by row, valid however the run ends), the checkpoint, the plot."""
 
     def __init__(self, args, trainer, policy, optimizer):
         self.args, self.trainer, self.policy = args, trainer, policy
@@ -371,7 +373,6 @@ class TrainingOutputs:
 def write_plot(path, rows, threshold, title):
     """Episode return and running reward against the episode, as a PNG."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
-
     episodes = [row[0] for row in rows]
     fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -468,8 +469,7 @@ class StopOnSignal:
 
 
 def main(argv=None):
-    # No window is ever opened: frames are drawn off-screen for the recordings.
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # no window: frames are drawn off-screen
     # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
     warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
     try:

@@ -1,7 +1,8 @@
 """Benchmark: the port against the tutorial's code as written. Prints markdown tables.
 
-    python tests/benchmark.py            # full run, several minutes
+    python tests/benchmark.py            # full run, about 13 minutes on a 2-core machine
     python tests/benchmark.py --quick    # about a minute
+    python tests/benchmark.py --only solving --seeds-figure video/seeds.png
 
 A script, not a test: pytest collects only test_*.py. Contenders alternate on the same seeds
 within one run, and every comparison is a ratio from that run, because these machines are
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import csv
 import io
+import math
 import os
 import platform
 import statistics
@@ -197,15 +199,20 @@ def draw_seeds_figure(path, runs, max_episodes):
         ax.plot(range(1, run["episodes"] + 1), run["running"], color="tab:blue", alpha=0.3, lw=0.8)
     ax.plot(range(1, longest + 1), median, color="tab:blue", lw=2.5, label=f"median of {len(runs)} seeds")
     ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
+    # Cut the axis a little after the last seed to solve, so that the learning, not a run that
+    # never solves, fills the width; the line below says how far the unsolved runs went.
+    right = min(longest, 100 * math.ceil(1.1 * max(solved, default=longest) / 100))
     ax.set(title=f"REINFORCE on CartPole-v0, seeds {runs[0]['seed']}-{runs[-1]['seed']}: running reward",
-           xlabel="episode", ylabel="running reward", xlim=(0, longest), ylim=(0, 205))
+           xlabel="episode", ylabel="running reward", xlim=(0, right), ylim=(0, 205))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     summary = f"solved {len(solved)}/{len(runs)} within {max_episodes} episodes"
+    if right < longest:
+        summary += f" (axis cut at {right}; the unsolved went on to {longest})"
     if solved:
         summary += (f"; episodes to solve: median {statistics.median(solved):.0f}, "
                     f"90th percentile {quantile90(solved):.0f}")
-    fig.supxlabel(summary, fontsize=10)
+    fig.supxlabel(summary, fontsize=9)
     fig.savefig(path, format="png")
 
 
@@ -254,11 +261,24 @@ def machine():
             f"({torch.get_num_threads()} threads), gymnasium {gym.__version__}")
 
 
+SECTIONS = {  # name: (quick sizes, full sizes)
+    "throughput": (lambda a: training_throughput(seeds=[543, 1], episodes=100, repeats=1),
+                   lambda a: training_throughput(seeds=[543, 1, 2], episodes=300, repeats=3)),
+    "video": (lambda a: video_cost(seed=VIDEO_SEED, episodes=150, repeats=1),
+              lambda a: video_cost(seed=VIDEO_SEED, episodes=500, repeats=3)),
+    "solving": (lambda a: episodes_to_solve(seeds=list(range(4)), max_episodes=400, figure=a.seeds_figure),
+                lambda a: episodes_to_solve(seeds=list(range(20)), max_episodes=3000, figure=a.seeds_figure)),
+    "memory": (lambda a: peak_memory(max_episodes=50), lambda a: peak_memory(max_episodes=1000)),
+    "reproducibility": (lambda a: reproducibility(episodes=50), lambda a: reproducibility(episodes=400)),
+}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Benchmark the port against the tutorial's code as written.")
-    p.add_argument("--quick", action="store_true", help="small sizes, about two minutes (default: full run)")
-    p.add_argument("--seeds-figure", metavar="PNG", help="draw the running reward of every seed of section 3 "
-                   "(the README's is video/seeds.png; default: not drawn)")
+    p.add_argument("--quick", action="store_true", help="small sizes, about a minute (default: full run)")
+    p.add_argument("--only", choices=SECTIONS, action="append", help="run this section (default: all)")
+    p.add_argument("--seeds-figure", metavar="PNG", help="draw the running reward of every seed of the "
+                   "solving section (the README's is video/seeds.png; default: not drawn)")
     args = p.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import warnings
@@ -267,18 +287,9 @@ def main(argv=None):
 
     started = time.perf_counter()
     print(f"## Benchmark{' (--quick)' if args.quick else ''}\n\n{machine()}")
-    if args.quick:
-        training_throughput(seeds=[543, 1], episodes=100, repeats=1)
-        video_cost(seed=VIDEO_SEED, episodes=150, repeats=1)
-        episodes_to_solve(seeds=list(range(4)), max_episodes=400, figure=args.seeds_figure)
-        peak_memory(max_episodes=50)
-        reproducibility(episodes=50)
-    else:
-        training_throughput(seeds=[543, 1, 2], episodes=300, repeats=3)
-        video_cost(seed=VIDEO_SEED, episodes=500, repeats=3)
-        episodes_to_solve(seeds=list(range(20)), max_episodes=3000, figure=args.seeds_figure)
-        peak_memory(max_episodes=1000)
-        reproducibility(episodes=400)
+    for name, (quick, full) in SECTIONS.items():
+        if not args.only or name in args.only:
+            (quick if args.quick else full)(args)
     print(f"\n(benchmark took {time.perf_counter() - started:.0f} s)")
 
 
