@@ -9,8 +9,8 @@ import signal
 import sys
 
 if __name__ == "__main__":
-    # torch takes a second or two to import. A Ctrl-C meanwhile ends the process as SIGINT does by
-    # default (a shell reports status 130), not with a traceback from inside the import.
+    # torch takes a second or two to import. A Ctrl-C meanwhile, or after main() has returned, ends
+    # the process as SIGINT does by default (a shell reports status 130), not with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 from collections import deque
@@ -490,10 +490,7 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, even through a pipe
     try:
-        status = main()
+        sys.exit(main())
     except BrokenPipeError:  # the reader of our output went away, as with `| head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        status = 141
-    # The run is over: more Ctrl-Cs while Python shuts down must not change its exit status.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(status)
+        sys.exit(141)

@@ -64,7 +64,9 @@ def test_ctrl_c_while_clips_are_encoded_leaves_every_clip_whole(solved_run, tmp_
         presses += 1
         time.sleep(0.01)
     stdout, stderr = child.communicate(timeout=PATIENCE)
-    assert presses > 1 and stderr == "" and child.returncode == 130, stderr
+    # 130 from the run, or killed by SIGINT when a press lands after the run has ended and Python
+    # shuts down: a shell reports both as 130.
+    assert presses > 1 and stderr == "" and child.returncode in (130, -signal.SIGINT), stderr
     played = int(re.search(r"^Stopped by SIGINT: played (\d+) of 1000 episodes$", stdout, re.M).group(1))
     clips = sorted(os.listdir(video_dir))
     assert played >= 2 and len(clips) in (played, played + 1)
