@@ -242,16 +242,86 @@ def peak_memory(max_episodes):
             print(f"| {name} | {int(out.split()[-1]) / 1024:.0f} MiB |")
 
 
+def history_of_a_run(seed, episodes, env_changes=None, busy=False):
+    """(per-episode returns, training seconds) of the port through its real entry point, in its own
+    process; with busy=True beside a CPU-bound process that keeps one core occupied."""
+    env = {**os.environ, **(env_changes or {})}
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            history = os.path.join(tmp, "history.csv")
+            subprocess.run([sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed), "--max-episodes",
+                            str(episodes), "--log-interval", str(10 ** 9), "--history", history],
+                           env=env, capture_output=True, check=False)
+            with open(history, newline="") as f:
+                rows = list(csv.DictReader(f))
+            return [float(row["return"]) for row in rows], float(rows[-1]["seconds"])
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+
+
+def busy_machine(seed, episodes, repeats):
+    """The same run alone and beside a CPU-bound process, paired and alternated within each repeat."""
+    ratios, speeds = [], {"alone": [], "beside a busy process": []}
+    for repeat in range(repeats):
+        order = [False, True] if repeat % 2 == 0 else [True, False]
+        seconds = {}
+        for busy in order:
+            returns, seconds[busy] = history_of_a_run(seed, episodes, busy=busy)
+            speeds["beside a busy process" if busy else "alone"].append(sum(returns) / seconds[busy])
+        ratios.append(seconds[True] / seconds[False])
+    print(f"\n### 6. A busy machine (seed {seed}, {episodes} episodes, training time, {repeats} pairs)\n")
+    print("| run | env steps/s (median) |\n| --- | ---: |")
+    for name, values in speeds.items():
+        print(f"| {name} | {statistics.median(values):,.0f} |")
+    print(f"\nBeside a busy process / alone: **{statistics.median(ratios):.2f}x** the time "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
+
+
+# Limits that each change the run of an unpinned torch on some CPU (see the README), and one that is
+# expected to change it: ATen's scalar kernels, which a CPU without AVX2 runs.
+LIMITS = {
+    "none": {},
+    "MKL_ENABLE_INSTRUCTIONS=SSE4_2": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "MKL_ENABLE_INSTRUCTIONS=AVX2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
+    "OMP_NUM_THREADS=3": {"OMP_NUM_THREADS": "3"},
+    "ATEN_CPU_CAPABILITY=avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "ATEN_CPU_CAPABILITY=default (no AVX2)": {"ATEN_CPU_CAPABILITY": "default"},
+    "MKL_CBWR unset (the port pins COMPATIBLE)": {"MKL_CBWR": ""},
+}
+
+
 def reproducibility(episodes):
-    runs = {}
-    for threads in (1, 2, 1):
-        torch.set_num_threads(threads)
-        runs.setdefault(threads, []).append(timed(run_port, seed=543, max_episodes=episodes)[0])
-    torch.set_num_threads(os.cpu_count() or 1)
-    print(f"\n### 5. Reproducibility (seed 543, {episodes} episodes)\n")
-    print(f"- same seed, two runs, 1 torch thread: identical per-episode rewards: "
-          f"**{'yes' if runs[1][0] == runs[1][1] else 'NO'}**")
-    print(f"- 1 against 2 torch threads: identical: **{'yes' if runs[1][0] == runs[2][0] else 'NO'}**")
+    """Seed 543 under each limit, against the run with none: identical returns, episode by episode?"""
+    print(f"\n### 5. Reproducibility (seed 543, {episodes} episodes, each in its own process)\n")
+    print("| limit | same returns as with none | first episode that differs |\n| --- | :-: | ---: |")
+    reference = None
+    for name, changes in LIMITS.items():
+        returns, _ = history_of_a_run(543, episodes, changes)
+        reference = reference or returns
+        differ = next((i + 1 for i, (a, b) in enumerate(zip(returns, reference)) if a != b), None)
+        same = differ is None and len(returns) == len(reference)
+        print(f"| {name} | {'yes' if same else 'NO'} | {differ or ''} |")
+
+
+def cost_of_the_pin(repeats):
+    """MKL's COMPATIBLE branch against MKL's own choice, on the first 100 episodes of seed 543, which
+    both take alike (their runs part at episode 129), paired and alternated."""
+    ratios = []
+    for repeat in range(repeats):
+        order = [{}, {"MKL_CBWR": ""}] if repeat % 2 == 0 else [{"MKL_CBWR": ""}, {}]
+        seconds = {}
+        for changes in order:
+            returns, seconds[bool(changes)] = history_of_a_run(543, 100, changes)
+        ratios.append(seconds[False] / seconds[True])
+    steps = int(sum(returns))
+    print(f"\n### 7. What pinning MKL's branch costs (seed 543, its first 100 episodes: {steps:,} steps, "
+          f"{repeats} pairs)\n")
+    print(f"Training time with MKL_CBWR=COMPATIBLE / without: **{statistics.median(ratios):.2f}x** "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
 
 
 def machine():
@@ -261,8 +331,8 @@ def machine():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), gymnasium {gym.__version__}")
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"gymnasium {gym.__version__}")
 
 
 SECTIONS = {  # name: (quick sizes, full sizes)
@@ -273,7 +343,9 @@ SECTIONS = {  # name: (quick sizes, full sizes)
     "solving": (lambda a: episodes_to_solve(seeds=list(range(4)), max_episodes=400, figure=a.seeds_figure),
                 lambda a: episodes_to_solve(seeds=list(range(20)), max_episodes=3000, figure=a.seeds_figure)),
     "memory": (lambda a: peak_memory(max_episodes=50), lambda a: peak_memory(max_episodes=1000)),
-    "reproducibility": (lambda a: reproducibility(episodes=50), lambda a: reproducibility(episodes=400)),
+    "reproducibility": (lambda a: reproducibility(episodes=150), lambda a: reproducibility(episodes=400)),
+    "busy": (lambda a: busy_machine(seed=543, episodes=60, repeats=1), lambda a: busy_machine(543, 300, 5)),
+    "pin": (lambda a: cost_of_the_pin(repeats=2), lambda a: cost_of_the_pin(repeats=8)),
 }
 
 

@@ -1,5 +1,6 @@
 """Bad input: exit status 2, one line that names the problem, no traceback, nothing written."""
 
+import os
 import sys
 
 import gymnasium as gym
@@ -72,6 +73,24 @@ def test_a_video_dir_that_cannot_be_created(capsys, tmp_path):
     blocker.write_text("not a directory")
     code = rc.main(["--video-dir", str(blocker / "video")])
     assert_one_line_error(capsys, code, "--video-dir", "cannot be created or written")
+
+
+def test_a_bad_path_next_to_good_ones_creates_nothing(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = rc.main(["--plot", str(tmp_path / "plots" / "curve.png"), "--history", str(tmp_path / "runs" / "h.csv"),
+                    "--save-model", str(tmp_path / "models" / "policy.pt"), "--video-dir", str(blocker / "video")])
+    assert_one_line_error(capsys, code, "--video-dir", "cannot be created or written")
+    assert os.listdir(tmp_path) == ["a-file"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY and WAYLAND_DISPLAY are Linux's")
+def test_watch_without_a_display_trains_nothing(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code = rc.main(["--watch", "--video-dir", str(tmp_path / "video")])
+    assert_one_line_error(capsys, code, "--watch needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
+    assert not (tmp_path / "video").exists()
 
 
 @pytest.mark.parametrize("module,package", [("moviepy", "moviepy"), ("pygame", "pygame-ce")])

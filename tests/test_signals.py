@@ -1,6 +1,9 @@
-"""Signals: a run stops after the current step, leaves only playable files, and prints no traceback.
-POSIX only: Windows has neither process groups nor SIGTERM as a signal one process sends another."""
+"""Signals: a stop always stops. The first SIGINT or SIGTERM stops the run after the current step and
+finishes its outputs; a second stops it at once. Either way only whole files are left, and nothing is
+printed on stderr. POSIX only: Windows has neither process groups nor SIGTERM as a signal one process
+sends another."""
 
+import contextlib
 import csv
 import os
 import re
@@ -10,7 +13,9 @@ import sys
 import time
 
 import pytest
+import torch
 
+import reinforce_cartpole as rc
 from conftest import ROOT, decoded_frames, script_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -19,10 +24,39 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 PATIENCE = 60
 
 
-def start(*args):
+def start(*args, stdout=subprocess.PIPE):
     """The script in a process group of its own, as a terminal runs a command."""
-    return subprocess.Popen(script_command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(script_command(*args), cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+
+
+def press_ctrl_c(child):
+    """A terminal's Ctrl-C: SIGINT to the whole process group, ffmpeg included."""
+    with contextlib.suppress(ProcessLookupError):  # the run may have ended meanwhile
+        os.killpg(child.pid, signal.SIGINT)
+
+
+def history_episodes(path):
+    with open(path, newline="") as f:
+        return [int(row["episode"]) for row in csv.DictReader(f)]
+
+
+def assert_every_file_whole(folder):
+    """Clips that decode, a PNG and a checkpoint that load, CSV rows that parse: nothing half-written, and
+    no stray temporary files."""
+    from PIL import Image
+    for path in folder.rglob("*"):
+        if path.suffix == ".mp4":
+            assert decoded_frames(path)[1] > 0, path
+        elif path.suffix == ".png":
+            with Image.open(path) as image:
+                image.load()
+        elif path.suffix == ".csv":
+            history_episodes(path)
+        elif path.suffix == ".pt":
+            torch.load(path, weights_only=True)
+        else:
+            assert path.is_dir(), f"unexpected file {path}"
 
 
 def test_sigterm_stops_training_after_the_current_step(tmp_path):
@@ -43,16 +77,50 @@ def test_sigterm_stops_training_after_the_current_step(tmp_path):
     # each finished one, and one for the episode in progress if it is on the schedule. Every clip plays.
     finished = {f"rl-video-episode-{e}.mp4" for e in (0, 1, 8, 27, 64) if e < trained}
     assert finished <= set(os.listdir(video_dir)) <= finished | {f"rl-video-episode-{trained}.mp4"}
-    for name in os.listdir(video_dir):
-        assert decoded_frames(video_dir / name)[1] > 0
-    with open(history, newline="") as f:
-        assert [int(row["episode"]) for row in csv.DictReader(f)] == list(range(1, trained + 1))
+    assert_every_file_whole(tmp_path)
+    assert history_episodes(history) == list(range(1, trained + 1))
 
 
-def test_ctrl_c_while_clips_are_encoded_leaves_every_clip_whole(solved_run, tmp_path):
-    # A Ctrl-C in a terminal reaches the whole process group, moviepy's ffmpeg included. Press it
-    # again and again, from the moment the third clip is being encoded until the run is over: an
-    # ffmpeg that got one would break its clip, and moviepy would raise.
+def test_a_signal_that_comes_before_the_run_starts_stops_it_within_a_step(tmp_path, monkeypatch, capsys):
+    # Ignite's Engine.run() clears a terminate() that came before it. The signal comes here while the
+    # Engine is built: after the handler is installed, before trainer.run.
+    create_trainer = rc.create_trainer
+
+    def create_trainer_then_sigterm(env, policy):
+        trainer = create_trainer(env, policy)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return trainer
+
+    monkeypatch.setattr(rc, "create_trainer", create_trainer_then_sigterm)
+    history = tmp_path / "history.csv"
+    code = rc.main(["--no-render", "--max-episodes", "60", "--history", str(history), "--save-model",
+                    str(tmp_path / "policy.pt")])
+    out = capsys.readouterr().out
+    assert code == 143 and "Stopped by SIGTERM: trained 0 episodes" in out
+    assert "\n\titeration: 1\n" in out, "one step, then the stop"
+    assert history_episodes(history) == [] and (tmp_path / "policy.pt").exists()
+
+
+def test_a_second_ctrl_c_stops_at_once_leaving_only_whole_files(tmp_path):
+    out = tmp_path / "out"
+    child = start("--log-interval", 1, "--video-dir", out / "video", "--history", out / "history.csv",
+                  "--plot", out / "curve.png", "--save-model", out / "policy.pt")
+    for line in child.stdout:
+        if line.startswith("Episode 2\t"):  # episode 1 (from 0) is being recorded
+            press_ctrl_c(child)
+            time.sleep(0.05)
+            press_ctrl_c(child)
+            break
+    stdout, stderr = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 130 and stderr == "", stderr
+    assert stdout.endswith("Stopped at once by a second SIGINT\n")
+    assert "Stopped by SIGINT" not in stdout, "the first stop did not get to finish"
+    assert_every_file_whole(out)
+
+
+def test_ctrl_c_pressed_again_and_again_while_clips_are_encoded_leaves_every_clip_whole(solved_run, tmp_path):
+    # A terminal's Ctrl-C reaches ffmpeg too. Press it again and again, from the moment the third clip
+    # is being encoded until the process is gone: an ffmpeg that got one would break its clip.
     _, out = solved_run
     video_dir = tmp_path / "video"
     child = start("--play", out / "policy.pt", "--eval-episodes", 1000, "--video-dir", video_dir)
@@ -61,18 +129,15 @@ def test_ctrl_c_while_clips_are_encoded_leaves_every_clip_whole(solved_run, tmp_
         time.sleep(0.002)
     presses = 0
     while child.poll() is None and time.monotonic() < deadline:
-        os.killpg(child.pid, signal.SIGINT)
+        press_ctrl_c(child)
         presses += 1
         time.sleep(0.01)
     stdout, stderr = child.communicate(timeout=PATIENCE)
-    # 130 from the run, or killed by SIGINT when a press lands after the run has ended and Python
-    # shuts down: a shell reports both as 130.
-    assert presses > 1 and stderr == "" and child.returncode in (130, -signal.SIGINT), stderr
-    played = int(re.search(r"^Stopped by SIGINT: played (\d+) of 1000 episodes$", stdout, re.M).group(1))
-    clips = sorted(os.listdir(video_dir))
-    assert played >= 2 and len(clips) in (played, played + 1)
-    for name in clips:
-        assert decoded_frames(video_dir / name)[1] > 0
+    # 130 from the run, or killed by SIGINT when a press lands after the run has ended: a shell shows 130.
+    assert presses > 1 and child.returncode in (130, -signal.SIGINT) and stderr == "", stderr
+    assert re.search(r"^Stopped (at once by a second SIGINT|by SIGINT: played \d+ of 1000 episodes)$", stdout, re.M)
+    assert len(os.listdir(video_dir)) >= 3
+    assert_every_file_whole(video_dir)
 
 
 def test_ctrl_c_while_the_modules_import_ends_the_process_quietly():
@@ -83,3 +148,13 @@ def test_ctrl_c_while_the_modules_import_ends_the_process_quietly():
     out, err = child.communicate(timeout=PATIENCE)
     # Killed by SIGINT, as a shell sees it: exit status 130. Nothing printed, no traceback.
     assert child.returncode == -signal.SIGINT and out == "" and err == ""
+
+
+def test_a_closed_pipe_ends_the_run_quietly():
+    # As `python reinforce_cartpole.py | head -2` does: the reader goes away after two lines.
+    child = start("--no-render", "--log-interval", 1)
+    lines = [child.stdout.readline() for _ in range(2)]
+    child.stdout.close()
+    assert child.wait(timeout=PATIENCE) == 141
+    assert child.stderr.read() == "" and all(line.startswith("Episode ") for line in lines)
+
