@@ -146,17 +146,32 @@ def video_cost(seed, episodes, repeats):
     print(f"\nThe port with rendering off ran at {statistics.median(t for t, _ in off):,.0f} env steps/s in training.")
 
 
-def solve_run(seed, max_episodes, history):
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed), "--max-episodes", str(max_episodes),
-         "--log-interval", str(10 ** 9), "--history", history],
-        capture_output=True, text=True,
-    )
-    with open(history, newline="") as f:
-        running = [float(row["running_reward"]) for row in csv.DictReader(f)]
-    return {"seed": seed, "solved": result.returncode == 0, "episodes": len(running), "running": running,
-            "seconds": time.perf_counter() - start}
+def run_in_its_own_process(seed, episodes, env_changes=None, busy=False):
+    """The port through its real entry point, in a process of its own, with rendering off: (whether it
+    solved the task, its --history rows, wall seconds). With busy=True it runs beside a CPU-bound
+    process that keeps one core occupied."""
+    env = {**os.environ, **(env_changes or {})}
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            history = os.path.join(tmp, "history.csv")
+            start = time.perf_counter()
+            result = subprocess.run([sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed), "--max-episodes",
+                                     str(episodes), "--log-interval", str(10 ** 9), "--history", history],
+                                    env=env, capture_output=True, check=False)
+            seconds = time.perf_counter() - start
+            with open(history, newline="") as f:
+                return result.returncode == 0, list(csv.DictReader(f)), seconds
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+
+
+def solve_run(seed, max_episodes):
+    solved, rows, seconds = run_in_its_own_process(seed, max_episodes)
+    running = [float(row["running_reward"]) for row in rows]
+    return {"seed": seed, "solved": solved, "episodes": len(running), "running": running, "seconds": seconds}
 
 
 def quantile90(values):
@@ -165,8 +180,8 @@ def quantile90(values):
 
 def episodes_to_solve(seeds, max_episodes, figure):
     """Each seed in its own process, two at a time."""
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda seed: solve_run(seed, max_episodes, os.path.join(tmp, f"{seed}.csv")), seeds))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda seed: solve_run(seed, max_episodes), seeds))
     solved = [run for run in runs if run["solved"]]
     print(f"\n### 3. Episodes and seconds to solve CartPole-v0 (seeds {seeds[0]}-{seeds[-1]}, "
           f"at most {max_episodes} episodes, two processes at a time)\n")
@@ -243,39 +258,29 @@ def peak_memory(max_episodes):
 
 
 def history_of_a_run(seed, episodes, env_changes=None, busy=False):
-    """(per-episode returns, training seconds) of the port through its real entry point, in its own
-    process; with busy=True beside a CPU-bound process that keeps one core occupied."""
-    env = {**os.environ, **(env_changes or {})}
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            history = os.path.join(tmp, "history.csv")
-            subprocess.run([sys.executable, str(SCRIPT), "--no-render", "--seed", str(seed), "--max-episodes",
-                            str(episodes), "--log-interval", str(10 ** 9), "--history", history],
-                           env=env, capture_output=True, check=False)
-            with open(history, newline="") as f:
-                rows = list(csv.DictReader(f))
-            return [float(row["return"]) for row in rows], float(rows[-1]["seconds"])
-    finally:
-        if hog:
-            hog.kill()
-            hog.wait()
+    """(per-episode returns, training seconds) of run_in_its_own_process."""
+    _, rows, _ = run_in_its_own_process(seed, episodes, env_changes, busy)
+    return [float(row["return"]) for row in rows], float(rows[-1]["seconds"])
+
+
+def alternated(repeats, first, second):
+    """history_of_a_run with each of two settings (its keyword arguments) once a repeat, the order
+    alternating: the two lists of (returns, training seconds)."""
+    runs = ([], [])
+    for repeat in range(repeats):
+        for side in (0, 1) if repeat % 2 == 0 else (1, 0):
+            runs[side].append(history_of_a_run(**(first, second)[side]))
+    return runs
 
 
 def busy_machine(seed, episodes, repeats):
     """The same run alone and beside a CPU-bound process, paired and alternated within each repeat."""
-    ratios, speeds = [], {"alone": [], "beside a busy process": []}
-    for repeat in range(repeats):
-        order = [False, True] if repeat % 2 == 0 else [True, False]
-        seconds = {}
-        for busy in order:
-            returns, seconds[busy] = history_of_a_run(seed, episodes, busy=busy)
-            speeds["beside a busy process" if busy else "alone"].append(sum(returns) / seconds[busy])
-        ratios.append(seconds[True] / seconds[False])
+    alone, busy = alternated(repeats, dict(seed=seed, episodes=episodes), dict(seed=seed, episodes=episodes, busy=True))
+    ratios = [busy_seconds / alone_seconds for (_, alone_seconds), (_, busy_seconds) in zip(alone, busy)]
     print(f"\n### 6. A busy machine (seed {seed}, {episodes} episodes, training time, {repeats} pairs)\n")
     print("| run | env steps/s (median) |\n| --- | ---: |")
-    for name, values in speeds.items():
-        print(f"| {name} | {statistics.median(values):,.0f} |")
+    for name, runs in (("alone", alone), ("beside a busy process", busy)):
+        print(f"| {name} | {statistics.median(sum(returns) / seconds for returns, seconds in runs):,.0f} |")
     print(f"\nBeside a busy process / alone: **{statistics.median(ratios):.2f}x** the time "
           f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
 
@@ -310,14 +315,10 @@ def reproducibility(episodes):
 def cost_of_the_pin(repeats):
     """MKL's COMPATIBLE branch against MKL's own choice, on the first 100 episodes of seed 543, which
     both take alike (their runs part at episode 129), paired and alternated."""
-    ratios = []
-    for repeat in range(repeats):
-        order = [{}, {"MKL_CBWR": ""}] if repeat % 2 == 0 else [{"MKL_CBWR": ""}, {}]
-        seconds = {}
-        for changes in order:
-            returns, seconds[bool(changes)] = history_of_a_run(543, 100, changes)
-        ratios.append(seconds[False] / seconds[True])
-    steps = int(sum(returns))
+    pinned, unpinned = alternated(repeats, dict(seed=543, episodes=100),
+                                  dict(seed=543, episodes=100, env_changes={"MKL_CBWR": ""}))
+    ratios = [pinned_seconds / unpinned_seconds for (_, pinned_seconds), (_, unpinned_seconds) in zip(pinned, unpinned)]
+    steps = int(sum(pinned[0][0]))
     print(f"\n### 7. What pinning MKL's branch costs (seed 543, its first 100 episodes: {steps:,} steps, "
           f"{repeats} pairs)\n")
     print(f"Training time with MKL_CBWR=COMPATIBLE / without: **{statistics.median(ratios):.2f}x** "

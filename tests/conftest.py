@@ -1,3 +1,4 @@
+import csv
 import os
 import shutil
 import subprocess
@@ -23,11 +24,21 @@ def script_command(*args):
     return [sys.executable, str(SCRIPT), *map(str, args)]
 
 
+def script_env(changes):
+    """This environment with `changes`: a value sets a variable, None unsets it."""
+    return {name: value for name, value in {**os.environ, **changes}.items() if value is not None}
+
+
 def run_script(*args, timeout=300, env_changes=None):
-    """The real entry point, as a user runs it; env_changes sets variables, or with None unsets them."""
-    env = {**os.environ, **(env_changes or {})}
-    env = {name: value for name, value in env.items() if value is not None}
-    return subprocess.run(script_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    """The real entry point, as a user runs it."""
+    return subprocess.run(script_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=script_env(env_changes or {}))
+
+
+def history_rows(path):
+    """The rows of a --history CSV, as dicts keyed by its header."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def decoded_frames(path):

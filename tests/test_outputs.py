@@ -1,6 +1,5 @@
 """What a run leaves: the clips, the history, the plot, the checkpoint and what --play makes of it."""
 
-import csv
 import os
 import re
 
@@ -8,7 +7,7 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import SOLVE_SEED, decoded_frames
+from conftest import SOLVE_SEED, decoded_frames, history_rows
 
 
 def assert_frames(path, expected):
@@ -46,8 +45,7 @@ def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
 
 def test_the_history_has_one_row_per_episode(solved_run):
     result, out = solved_run
-    with open(out / "history.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = history_rows(out / "history.csv")
     assert list(rows[0]) == ["episode", "length", "return", "running_reward", "seconds"]
     episodes = int(re.search(r"^\tepoch: (\d+)$", result.stdout, re.M).group(1))
     assert [int(row["episode"]) for row in rows] == list(range(1, episodes + 1))
@@ -70,8 +68,7 @@ def test_a_saved_policy_plays_back(solved_run, capsys):
     saved = torch.load(out / "policy.pt", weights_only=True)
     assert saved["info"]["env_id"] == "CartPole-v0" and saved["info"]["seed"] == SOLVE_SEED
     assert saved["info"]["running_reward"] > 195 and "state" in saved["optimizer"]
-    with open(out / "history.csv", newline="") as f:
-        assert saved["info"]["episodes"] == len(list(csv.DictReader(f)))
+    assert saved["info"]["episodes"] == len(history_rows(out / "history.csv"))
 
     assert rc.main(["--play", str(out / "policy.pt"), "--eval-episodes", "5", "--no-render"]) == 0
     match = re.search(r"^Played 5 episodes of CartPole-v0 with .*policy\.pt: "

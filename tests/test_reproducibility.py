@@ -1,7 +1,6 @@
 """One seed, one run: the README's run on every x86-64 CPU with AVX2, whatever the instruction-set limits
 and thread counts imposed on MKL, ATen and OpenMP."""
 
-import csv
 import hashlib
 import os
 import platform
@@ -10,7 +9,7 @@ import re
 import pytest
 import torch
 
-from conftest import SOLVE_SEED, episode_lines, run_script
+from conftest import SOLVE_SEED, episode_lines, history_rows, run_script
 
 # Seed 543's run, as the README shows it, from the final code on an AMD EPYC (Zen 3).
 README_LOG = [
@@ -29,8 +28,7 @@ README_FIRST_250_SHA256 = "b1bf289119d1e365cd791a833b252a58cb99a57fd2df364ed8832
 
 
 def history_returns(path):
-    with open(path, newline="") as f:
-        return [row["return"] for row in csv.DictReader(f)]
+    return [row["return"] for row in history_rows(path)]
 
 
 def sha256(returns):

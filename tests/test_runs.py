@@ -2,7 +2,6 @@
 port learning exactly what the tutorial's code as written learns."""
 
 import contextlib
-import csv
 import io
 import re
 
@@ -10,7 +9,7 @@ import pytest
 
 import reinforce_cartpole as rc
 from as_written import run_as_written
-from conftest import SOLVE_MAX_EPISODES, episode_lines
+from conftest import SOLVE_MAX_EPISODES, episode_lines, history_rows
 
 STATE_FIELDS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "output", "batch", "metrics",
                 "dataloader", "seed", "times", "running_reward", "observation", "ep_reward", "timestep")
@@ -39,8 +38,7 @@ def port_returns(seed, episodes, tmp_path):
     history = tmp_path / f"history-{seed}.csv"
     with contextlib.redirect_stdout(io.StringIO()):
         rc.main(["--no-render", "--seed", str(seed), "--max-episodes", str(episodes), "--history", str(history)])
-    with open(history, newline="") as f:
-        return [float(row["return"]) for row in csv.DictReader(f)]
+    return [float(row["return"]) for row in history_rows(history)]
 
 
 @pytest.mark.filterwarnings("ignore:.*The environment CartPole-v0 is out of date")  # as written: warns

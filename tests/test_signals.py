@@ -4,7 +4,6 @@ printed on stderr. POSIX only: Windows has neither process groups nor SIGTERM as
 sends another."""
 
 import contextlib
-import csv
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 import reinforce_cartpole as rc
-from conftest import ROOT, decoded_frames, script_command
+from conftest import ROOT, decoded_frames, history_rows, script_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -37,8 +36,7 @@ def press_ctrl_c(child):
 
 
 def history_episodes(path):
-    with open(path, newline="") as f:
-        return [int(row["episode"]) for row in csv.DictReader(f)]
+    return [int(row["episode"]) for row in history_rows(path)]
 
 
 def assert_every_file_whole(folder):

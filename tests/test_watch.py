@@ -15,7 +15,7 @@ import pytest
 from PIL import ImageGrab
 
 import reinforce_cartpole as rc
-from conftest import ROOT, decoded_frames, run_script, script_command
+from conftest import ROOT, decoded_frames, run_script, script_command, script_env
 
 XVFB = shutil.which("Xvfb")
 pytestmark = pytest.mark.skipif(XVFB is None, reason="needs Xvfb (Debian: apt-get install xvfb)")
@@ -55,8 +55,8 @@ def checkpoint(tmp_path_factory):
 
 
 def watch(x_display, *args):
-    env = {key: value for key, value in os.environ.items() if key not in ("SDL_VIDEODRIVER", "WAYLAND_DISPLAY")}
-    return subprocess.Popen(script_command(*args, "--watch"), cwd=ROOT, env={**env, "DISPLAY": x_display},
+    env = script_env({"DISPLAY": x_display, "SDL_VIDEODRIVER": None, "WAYLAND_DISPLAY": None})
+    return subprocess.Popen(script_command(*args, "--watch"), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
