@@ -32,6 +32,7 @@ from gymnasium.wrappers import RecordVideo
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import tempfile
 import time
@@ -39,7 +40,7 @@ import warnings
 from types import SimpleNamespace
 
 from gymnasium.wrappers import HumanRendering
-from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers import Checkpoint
 
 PROG = "reinforce_cartpole.py"
 
@@ -48,7 +49,8 @@ PROG = "reinforce_cartpole.py"
 def parse_args(argv=None):
     p = ArgumentParser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
                        epilog="Exit status: 0 solved, or --play done; 1 not solved within --max-episodes; 2 bad usage; "
-                              "130 / 143 stopped by SIGINT / SIGTERM (a second one stops at once).")
+                              "3 an output could not be written; 130 / 143 stopped by SIGINT / SIGTERM "
+                              "(a second one stops at once).")
     p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
     p.add_argument("--gamma", type=float, default=0.99, metavar="G", help="discount factor, in (0, 1] (default: 0.99)")
     p.add_argument("--log-interval", type=int, default=100, metavar="N", help="episodes between logs (default: 100)")
@@ -78,9 +80,9 @@ def make_env(env_id):
     return env
 
 
-def wrap_env(env, video_folder, **kwargs):
+def wrap_env(env, video_folder, stop, **kwargs):
     # gc_trigger=None: skips the gc.collect() that RecordVideo runs after every clip by default.
-    return ClipRecorder(env, video_folder, disable_logger=True, gc_trigger=None, **kwargs)
+    return ClipRecorder(env, video_folder, stop, disable_logger=True, gc_trigger=None, **kwargs)
 
 
 # --- Policy --------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def train(args, env, stop):
     stop.attach(trainer)
     # Ignite logs the exception that ends a run, which reaches the user anyway (or is a closed pipe).
     trainer.logger.addFilter(lambda record: "terminating due to exception" not in record.getMessage())
-    outputs = TrainingOutputs(args, trainer, policy, optimizer)
+    outputs = TrainingOutputs(args, trainer, policy, optimizer, stop)
     with contextlib.closing(env):  # closing env writes the clip in progress
         trainer.run(timesteps, max_epochs=args.max_episodes)
     print(trainer.state)
@@ -324,28 +326,92 @@ def signals_deferred():
 
 
 class ClipRecorder(RecordVideo):
-    """gymnasium's RecordVideo, with its schedule and file names, that prints the path of each clip."""
+    """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole or not at all and
+    prints its path. A clip that cannot be written ends the recording, not the run."""
 
-    def __init__(self, env, video_folder, **kwargs):
+    def __init__(self, env, video_folder, stop, **kwargs):
         super().__init__(env, video_folder, **kwargs)
-        self.folder_as_given = video_folder  # RecordVideo keeps it as an absolute path
+        self.folder_as_given, self.stop = video_folder, stop  # RecordVideo keeps the folder as an absolute path
 
     def start_recording(self, video_name):
         super().start_recording(video_name)
         self.clip_path = os.path.join(self.folder_as_given, f"{video_name}.mp4")
 
     def stop_recording(self):
-        with signals_deferred():  # ffmpeg inherits the mask, so a terminal's Ctrl-C cannot cut the clip short
-            super().stop_recording()
-        print(f"Video: {self.clip_path}")
+        frames, self.recorded_frames, self.recording = self.recorded_frames, [], False
+        if not frames:
+            return
+        try:
+            with signals_deferred():  # ffmpeg inherits the mask, so a terminal's Ctrl-C cannot cut the clip short
+                write_whole(self.clip_path, lambda path: write_clip(path, frames, self.frames_per_sec))
+        except OSError as e:
+            self.stop.write_failed("clip", self.clip_path, e)
+            self.episode_trigger = self.step_trigger = None  # RecordVideo starts no more clips
+        else:
+            print(f"Video: {self.clip_path}")
+
+
+def write_clip(path, frames, fps):
+    """Encodes the frames as RecordVideo does, with moviepy's ffmpeg writer, but raises OSError when ffmpeg fails:
+    moviepy does not check ffmpeg's exit status, and a full disk would leave a clip that does not play."""
+    from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+    height, width = frames[0].shape[:2]
+    writer = FFMPEG_VideoWriter(path, (width, height), fps)
+    try:
+        for frame in frames:
+            writer.write_frame(frame)
+        writer.proc.stdin.close()
+        message = writer.proc.stderr.read().decode(errors="replace")
+        if writer.proc.wait() != 0:
+            raise OSError(message)
+    finally:
+        writer.close()
+
+
+# --- Writing files whole, and saying why one could not be written --------------------
+def write_whole(path, write):
+    """Calls write(temporary_path) in path's folder, then renames the result to path. So the file is whole or not
+    there, a file it replaces stays as it was until then, and a failed write leaves no temporary file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{os.path.splitext(name)[1]}")  # ffmpeg reads the end
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def append_line(path, line, mode="a"):
+    """Writes a whole line at the end of the file, or nothing: a failed write is cut back off."""
+    size = os.path.getsize(path) if mode == "a" and os.path.isfile(path) else 0
+    try:
+        with open(path, mode, newline="") as f:
+            f.write(line + "\n")
+    except OSError:
+        if os.path.isfile(path):  # not a device such as /dev/full
+            with contextlib.suppress(OSError):
+                os.truncate(path, size) if size else os.remove(path)
+        raise
+
+
+OS_REASONS = [os.strerror(code) for code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO,
+                                             errno.ENOENT, errno.EROFS, errno.EACCES, errno.EFBIG)]
+
+
+def os_reason(error):
+    """The OS's words for a failed write: its own, or those that ffmpeg's message quotes."""
+    text = error.strerror or str(error).strip() or type(error).__name__
+    return next((reason for reason in OS_REASONS if reason in text), text.splitlines()[-1])
 
 
 # --- What training leaves: history, checkpoint, plot, the trained agent --------------
 class TrainingOutputs:
-    """The history (a CSV row per episode), the checkpoint and the plot."""
+    """The history (a CSV row per episode), the checkpoint and the plot. Each is written whole or not at all."""
 
-    def __init__(self, args, trainer, policy, optimizer):
-        self.args, self.trainer, self.policy = args, trainer, policy
+    def __init__(self, args, trainer, policy, optimizer, stop):
+        self.args, self.trainer, self.policy, self.stop = args, trainer, policy, stop
         for path in (args.history, args.plot):  # every check has passed: their folders can be made
             if path:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -360,8 +426,10 @@ class TrainingOutputs:
             info = SimpleNamespace(state_dict=lambda: {"env_id": args.env_id, "seed": args.seed,
                                                        "episodes": len(self.rows),
                                                        "running_reward": trainer.state.running_reward})
-            self.checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info},
-                                         DiskSaver(directory, require_empty=False, atomic=True),
+            # Not Ignite's DiskSaver: it leaves its temporary file behind when closing it fails, as on a full disk.
+            save = lambda checkpoint, filename, metadata: write_whole(os.path.join(directory, filename),  # noqa: E731
+                                                                      lambda path: save_torch(checkpoint, path))
+            self.checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info}, save,
                                          filename_pattern=name.replace("{", "{{").replace("}", "}}"))
 
     def record_episode(self):
@@ -372,27 +440,38 @@ class TrainingOutputs:
         self.write_row(*self.rows[-1])
 
     def write_row(self, *values, mode="a"):
-        if self.args.history:  # opened for each row, so the file is complete however the run ends
-            with open(self.args.history, mode) as f:
-                print(*values, sep=",", file=f)
+        if self.args.history and "history" not in self.stop.failed:  # a row at a time: whole however the run ends
+            with self.stop.reporting_write_errors("history", self.args.history):
+                append_line(self.args.history, ",".join(map(str, values)), mode)
+
+    def write_plot_and_checkpoint(self, threshold):
+        args, title = self.args, f"REINFORCE on {self.args.env_id}, seed {self.args.seed}"
+        with signals_deferred():  # so that no stop leaves them half-written
+            if args.plot:
+                with self.stop.reporting_write_errors("plot", args.plot):
+                    write_whole(args.plot, lambda path: write_plot(path, self.rows, threshold, title))
+            if args.save_model:
+                with self.stop.reporting_write_errors("checkpoint", args.save_model):
+                    self.checkpoint(self.trainer)
 
     def report(self, env, stop):
         """Prints what the run left, shows and records the trained agent, and returns the exit status."""
         args, state, threshold = self.args, self.trainer.state, env.spec.reward_threshold
-        with signals_deferred():  # so that no stop leaves them half-written
-            if args.plot:
-                write_plot(args.plot, self.rows, threshold, f"REINFORCE on {args.env_id}, seed {args.seed}")
-            if args.save_model:
-                self.checkpoint(self.trainer)
-        if (args.render or args.watch) and stop.signum is None:
+        self.write_plot_and_checkpoint(threshold)
+        if (args.render or args.watch) and not stop.stopping:
             for total, length in evaluate(self.policy, make_env(args.env_id), 1, args, stop, "trained-agent"):
                 print(f"Trained agent: balanced for {length}/{env.spec.max_episode_steps} steps, return {total:g}")
-        if stop.signum is not None:
+        if stop.stopping:
             return stop.exit(f"trained {len(self.rows)} episodes")
-        if is_solved(state.running_reward, state.epoch, threshold):
-            return 0
-        print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
-        return 1
+        solved = is_solved(state.running_reward, state.epoch, threshold)
+        if not solved:
+            print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
+        return stop.status(0 if solved else 1)
+
+
+def save_torch(obj, path):
+    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error into its own
+        torch.save(obj, f)
 
 
 def write_plot(path, rows, threshold, title):
@@ -417,8 +496,8 @@ def write_plot(path, rows, threshold, title):
 def evaluate(policy, env, episodes, args, stop, name_prefix):
     """Plays the policy in eval mode (no dropout), recording and showing as asked. Returns the finished
     episodes' (return, length)."""
-    if args.render:
-        env = wrap_env(env, args.video_dir, name_prefix=name_prefix, episode_trigger=lambda episode: True)
+    if args.render and "clip" not in stop.failed:
+        env = wrap_env(env, args.video_dir, stop, name_prefix=name_prefix, episode_trigger=lambda episode: True)
     if args.watch:
         env = HumanRendering(env)  # a window, at the env's frame rate
         import pygame  # HumanRendering draws with it; a closed window leaves a QUIT event
@@ -430,7 +509,7 @@ def evaluate(policy, env, episodes, args, stop, name_prefix):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
             total, length, done = 0.0, 0, False
-            while not (done or stop.signum or args.watch and pygame.event.peek(pygame.QUIT)):
+            while not (done or stop.stopping or args.watch and pygame.event.peek(pygame.QUIT)):
                 observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
                 total, length, done = total + reward, length + 1, terminated or truncated
             del policy.saved_log_probs[:]
@@ -464,14 +543,26 @@ def play(args, env, policy, stop):
         returns = np.array([total for total, _ in results])
         print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: return {returns.mean():.2f} "
               f"± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})")
-    return 0 if stop.signum is None else stop.exit(f"played {len(results)} of {args.eval_episodes} episodes")
+    return stop.exit(f"played {len(results)} of {args.eval_episodes} episodes") if stop.stopping else stop.status(0)
 
 
 # --- Signals and the entry point -----------------------------------------------------
-class StopOnSignal:
-    """SIGINT (Ctrl-C) or SIGTERM stops the run after the current step; a second one stops it at once."""
+EXIT_WRITE_FAILED = 3
+
+
+class Stop:
+    """What ends a run early, and so its exit status. SIGINT (Ctrl-C) or SIGTERM stops it after the current step,
+    and a second one at once. An output that cannot be written is named in one line: a clip ends the recording,
+    the history ends the run after the current step, and the plot and the checkpoint are written last anyway."""
 
     signum = None  # the first signal that came
+
+    def __init__(self):
+        self.failed = set()  # the kinds of output that could not be written
+
+    @property
+    def stopping(self):
+        return self.signum is not None or "history" in self.failed
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -484,8 +575,8 @@ class StopOnSignal:
     def attach(self, trainer):
         # Checked after each step, as Engine.run() clears a terminate() called before it.
         @trainer.on(Events.ITERATION_COMPLETED)
-        def stop_if_signalled():
-            if self.signum is not None:
+        def stop_if_asked():
+            if self.stopping:
                 trainer.terminate()
 
     def handle(self, signum, frame):
@@ -495,9 +586,25 @@ class StopOnSignal:
             os._exit(128 + signum)
         self.signum = signum
 
+    def write_failed(self, kind, path, error):
+        then = {"clip": "; no more clips are recorded", "history": "; the run stops"}.get(kind, "")
+        print(f"{PROG}: cannot write {path}: {os_reason(error)}{then}", file=sys.stderr)
+        self.failed.add(kind)
+
+    @contextlib.contextmanager
+    def reporting_write_errors(self, kind, path):
+        try:
+            yield
+        except OSError as e:
+            self.write_failed(kind, path, e)
+
+    def status(self, otherwise):
+        return EXIT_WRITE_FAILED if self.failed else otherwise
+
     def exit(self, what):
-        print(f"Stopped by {signal.Signals(self.signum).name}: {what}")
-        return 128 + self.signum
+        cause = signal.Signals(self.signum).name if self.signum is not None else "a failed write"
+        print(f"Stopped by {cause}: {what}")
+        return 128 + self.signum if self.signum is not None else EXIT_WRITE_FAILED
 
 
 def main(argv=None):
@@ -513,11 +620,11 @@ def main(argv=None):
         return 2
     # One thread: tensors this small gain nothing from sharing, and a thread team stalls when another process is busy.
     torch.set_num_threads(1)
-    with StopOnSignal() as stop:
+    with Stop() as stop:
         if args.play:
             return play(args, env, policy, stop)
         if args.render:
-            env = wrap_env(env, args.video_dir)
+            env = wrap_env(env, args.video_dir, stop)
         return train(args, env, stop)
 
 

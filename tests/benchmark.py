@@ -101,7 +101,7 @@ def training_throughput(seeds, episodes, repeats):
 def port_with_gc_after_each_clip(**kwargs):
     """The port, but with RecordVideo's default gc_trigger: a gc.collect() after every clip."""
     wrap_env = rc.wrap_env
-    rc.wrap_env = lambda env, video_folder, **kw: rc.ClipRecorder(env, video_folder, disable_logger=True, **kw)
+    rc.wrap_env = lambda env, video_folder, stop, **kw: rc.ClipRecorder(env, video_folder, stop, disable_logger=True, **kw)
     try:
         return run_port(**kwargs)
     finally:

@@ -34,7 +34,7 @@ def test_training_and_the_trained_agent_are_recorded(recorded_run):
 
 
 def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
-    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", episode_trigger=lambda episode: True)
+    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", rc.Stop(), episode_trigger=lambda episode: True)
     env.reset(seed=3)
     for step in range(20):
         env.step(step % 2)
