@@ -34,13 +34,25 @@ import argparse
 import contextlib
 import errno
 import importlib.util
+import io
+import itertools
+import json
+import logging
+import re
+import socket
 import tempfile
+import threading
 import time
 import warnings
+from collections import Counter, namedtuple
 from types import SimpleNamespace
 
+import ignite.distributed as idist
+import torch.distributed as dist
 from gymnasium.wrappers import HumanRendering
 from ignite.handlers import Checkpoint
+from ignite.utils import setup_logger
+from torch.multiprocessing import ProcessExitedException
 
 PROG = "reinforce_cartpole.py"
 
@@ -48,24 +60,34 @@ PROG = "reinforce_cartpole.py"
 # --- Configurable Parameters ---------------------------------------------------------
 def parse_args(argv=None):
     p = ArgumentParser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
-                       epilog="Exit status: 0 solved, or --play done; 1 not solved within --max-episodes; 2 bad usage; "
-                              "3 an output could not be written; 130 / 143 stopped by SIGINT / SIGTERM "
-                              "(a second one stops at once).")
-    p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
-    p.add_argument("--gamma", type=float, default=0.99, metavar="G", help="discount factor, in (0, 1] (default: 0.99)")
+                       epilog="Exit status: 0 solved, --play done, or every run of --seeds finished; 1 not solved "
+                              "within --max-episodes; 2 bad usage; 3 an output could not be written; 4 a worker of "
+                              "--seeds was lost; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at once).")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: 543)")
+    p.add_argument("--gamma", type=numbers(float), default=[0.99], metavar="G",
+                   help="discount factor, in (0, 1]; several, comma-separated, with --seeds (default: 0.99)")
     p.add_argument("--log-interval", type=int, default=100, metavar="N", help="episodes between logs (default: 100)")
     p.add_argument("--max-episodes", type=int, default=1000000, metavar="N", help="episodes at most (default: 1000000)")
-    p.add_argument("--render", action=argparse.BooleanOptionalAction, default=True, help="record videos (default: on)")
+    p.add_argument("--render", action=argparse.BooleanOptionalAction,
+                   help="record videos (default: on, and off with --seeds)")
     # Beyond the tutorial's parameters:
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (default: 0.01)")
+    p.add_argument("--lr", type=numbers(float), default=[0.01], metavar="LR",
+                   help="Adam's learning rate; several, comma-separated, with --seeds (default: 0.01)")
     p.add_argument("--env-id", metavar="ID",
                    help="a gymnasium env with a flat Box observation and Discrete actions (default: CartPole-v0)")
+    p.add_argument("--seeds", type=seed_list, metavar="LIST",
+                   help="train every one of these seeds, such as 0-19 or 1,5,9, with every --lr and --gamma, "
+                        "and summarize (default: one run, of --seed)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes for --seeds (default: the cores this process may use, at most one per run)")
     p.add_argument("--video-dir", default="video", metavar="DIR", help="where recordings go (default: video)")
     p.add_argument("--save-model", metavar="PATH", help="save the policy when training ends or is stopped")
     p.add_argument("--play", metavar="PATH", help="play a --save-model checkpoint instead of training")
-    p.add_argument("--eval-episodes", type=int, default=10, metavar="N", help="episodes --play runs (default: 10)")
+    p.add_argument("--eval-episodes", type=int, default=10, metavar="N",
+                   help="episodes that score the trained agent, or that --play runs (default: 10)")
     p.add_argument("--history", metavar="PATH", help="write one CSV row per episode")
-    p.add_argument("--plot", metavar="PATH", help="draw the learning curve as a PNG")
+    p.add_argument("--plot", metavar="PATH", help="draw the learning curve, or with --seeds every run's, as a PNG")
+    p.add_argument("--tensorboard", metavar="DIR", help="log each run's curves for TensorBoard under DIR")
     p.add_argument("--watch", action="store_true", help="show the trained agent, or --play, in a window (default: off)")
     return p.parse_args(argv)
 
@@ -214,21 +236,23 @@ def attach_handlers(trainer, env, policy, optimizer, seed, gamma, log_interval):
 
 
 # --- Run Trainer ---------------------------------------------------------------------
-def train(args, env, stop):
-    policy, optimizer = create_model(env, args.seed, args.lr)
+def train(env, run, args, stop, attach_outputs):
+    """One run of one seed, as the tutorial trains it, printing only its lines. attach_outputs(trainer, policy,
+    optimizer) adds what the run records. Returns the trainer, whose state holds the result, and the policy."""
+    policy, optimizer = create_model(env, run.seed, run.lr)
     trainer = create_trainer(env, policy)
-    attach_handlers(trainer, env, policy, optimizer, args.seed, args.gamma, args.log_interval)
+    attach_handlers(trainer, env, policy, optimizer, run.seed, run.gamma, args.log_interval)
     stop.attach(trainer)
+    attach_outputs(trainer, policy, optimizer)
     # Ignite logs the exception that ends a run, which reaches the user anyway (or is a closed pipe).
     trainer.logger.addFilter(lambda record: "terminating due to exception" not in record.getMessage())
-    outputs = TrainingOutputs(args, trainer, policy, optimizer, stop)
     with contextlib.closing(env):  # closing env writes the clip in progress
         trainer.run(timesteps, max_epochs=args.max_episodes)
     print(trainer.state)
-    return outputs.report(env, stop)
+    return trainer, policy
 
 
-# ======== Beyond the tutorial: input checks, recording, outputs, evaluation, signals ==
+# ======== Beyond the tutorial: input checks, outputs, evaluation, many seeds, signals ==
 
 def is_solved(running_reward, episodes, threshold):
     # Not in the tutorial: "solved" also needs 100 episodes, as the running reward starts at 10, above thresholds
@@ -244,6 +268,32 @@ class UsageError(Exception):
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(message)  # one line, no usage dump, like every other bad input
+
+
+def numbers(kind):
+    """An argparse type: one value, or several separated by commas."""
+    def parse(text):
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+    return parse
+
+
+def seed_list(text):
+    """An argparse type: seeds such as 0-19, 1,5,9 or 0-4,10, each listed once."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the list of seeds is empty")
+    seeds = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match or int(match[2] or match[1]) < int(match[1]):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
+        seeds += range(int(match[1]), int(match[2] or match[1]) + 1)
+    twice = [seed for seed, count in Counter(seeds).items() if count > 1]
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r}: seed {twice[0]} is listed twice")
+    return seeds
 
 
 def check_spaces(env_id, env):
@@ -280,35 +330,80 @@ def check_display():
         raise UsageError(f"--watch: cannot open a window ({e})") from None
 
 
+def check_sweep(args):
+    """--seeds and the flags that go with it; fills in the defaults that depend on it."""
+    sweep, under_torchrun = args.seeds is not None, "TORCHELASTIC_RUN_ID" in os.environ
+    for flag, values in (("--gamma", args.gamma), ("--lr", args.lr)):
+        if len(values) > 1 and not sweep:
+            raise UsageError(f"argument {flag}: several values need --seeds")
+        if len(set(values)) < len(values):
+            raise UsageError(f"argument {flag}: a value is listed twice")
+    if sweep:
+        for flag, value in (("--seed", args.seed), ("--play", args.play), ("--save-model", args.save_model),
+                            ("--watch", args.watch or None)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to a single run, not to --seeds")
+        if under_torchrun and args.workers is not None:
+            raise UsageError("--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
+        runs = len(args.seeds) * len(args.lr) * len(args.gamma)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        args.workers = args.workers or min(cores, runs)
+    elif args.workers is not None:
+        raise UsageError("--workers applies to --seeds")
+    elif under_torchrun:
+        raise UsageError("under torchrun, give --seeds: a single run trains in one process")
+    args.seed = 543 if args.seed is None else args.seed
+    args.render = not sweep if args.render is None else args.render
+
+
 def check_inputs(args):
-    """Every check that bad input can fail. Returns the env, and with --play the saved policy."""
-    if not 0 < args.gamma <= 1:
-        raise UsageError(f"argument --gamma: must be in (0, 1], got {args.gamma:g}")
-    if not args.lr > 0:
-        raise UsageError(f"argument --lr: must be > 0, got {args.lr:g}")
+    """Every check that bad input can fail. Returns the env and the policy of a --play checkpoint."""
+    check_sweep(args)
+    for gamma in args.gamma:
+        if not 0 < gamma <= 1:
+            raise UsageError(f"argument --gamma: must be in (0, 1], got {gamma:g}")
+    for lr in args.lr:
+        if not lr > 0:
+            raise UsageError(f"argument --lr: must be > 0, got {lr:g}")
     for flag, count in (("--log-interval", args.log_interval), ("--max-episodes", args.max_episodes),
-                        ("--eval-episodes", args.eval_episodes)):
+                        ("--eval-episodes", args.eval_episodes), ("--workers", args.workers or 1)):
         if count < 1:
             raise UsageError(f"argument {flag}: must be >= 1, got {count}")
     outputs = {"--save-model": args.save_model, "--history": args.history, "--plot": args.plot}
-    for flag, value in {"--env-id": args.env_id, **outputs}.items():
+    for flag, value in {"--env-id": args.env_id, "--tensorboard": args.tensorboard, **outputs}.items():
         if args.play and value:
             raise UsageError(f"{flag} applies to training, not to --play")
-    if args.render and not all(importlib.util.find_spec(module) for module in ("moviepy", "pygame")):
-        raise UsageError("--render needs moviepy and pygame-ce: pip install -r requirements.txt, or --no-render")
+    needs = {"--render": (args.render, ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
+             "--tensorboard": (args.tensorboard, ("tensorboard",), "tensorboard", "")}
+    for flag, (used, modules, packages, otherwise) in needs.items():
+        if used and not all(importlib.util.find_spec(module) for module in modules):
+            raise UsageError(f"{flag} needs {packages}: pip install -r requirements.txt{otherwise}")
     if args.watch:
         check_display()
-    if args.play:
-        env, policy = load_checkpoint(args.play)
-    else:
+    checkpoint = load_checkpoint(args.play) if args.play else None
+    if not args.play:
         args.env_id = args.env_id or "CartPole-v0"
-        env, policy = make_env(args.env_id), None
+        make_env(args.env_id).close()
     for flag, path in outputs.items():
         if path:
             check_writable(flag, path)
-    if args.render:
-        check_writable("--video-dir", args.video_dir, is_directory=True)
-    return env, policy
+    for flag, folder in (("--video-dir", args.render and args.video_dir), ("--tensorboard", args.tensorboard)):
+        if folder:
+            check_writable(flag, folder, is_directory=True)
+    return checkpoint
+
+
+# --- Runs: a setting and a seed --------------------------------------------------------
+Run = namedtuple("Run", "lr gamma seed")
+
+
+def describe(run):
+    return f"lr {run.lr:g}, gamma {run.gamma:g}, seed {run.seed}"
+
+
+def run_name(run):
+    """The run's folder name for its clips in a sweep, and for TensorBoard."""
+    return f"lr{run.lr:g}-gamma{run.gamma:g}-seed{run.seed}"
 
 
 # --- Recording -----------------------------------------------------------------------
@@ -396,6 +491,11 @@ def append_line(path, line, mode="a"):
         raise
 
 
+def save_torch(obj, path):
+    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error into its own
+        torch.save(obj, f)
+
+
 OS_REASONS = [os.strerror(code) for code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO,
                                              errno.ENOENT, errno.EROFS, errno.EACCES, errno.EFBIG)]
 
@@ -406,24 +506,47 @@ def os_reason(error):
     return next((reason for reason in OS_REASONS if reason in text), text.splitlines()[-1])
 
 
-# --- What training leaves: history, checkpoint, plot, the trained agent --------------
-class TrainingOutputs:
-    """The history (a CSV row per episode), the checkpoint and the plot. Each is written whole or not at all."""
+class HistoryFile:
+    """The --history CSV, a whole row at a time, so that it is valid however the run ends. A row that cannot be
+    written ends the run, as a stop does."""
 
-    def __init__(self, args, trainer, policy, optimizer, stop):
-        self.args, self.trainer, self.policy, self.stop = args, trainer, policy, stop
-        for path in (args.history, args.plot):  # every check has passed: their folders can be made
-            if path:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.rows = []
-        self.last_iteration = 0
-        self.started = time.perf_counter()
-        self.write_row("episode", "length", "return", "running_reward", "seconds", mode="w")
+    COLUMNS = ("lr", "gamma", "seed", "episode", "length", "return", "running_reward", "seconds")
+
+    def __init__(self, path, stop):
+        self.path, self.stop = path, stop
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # every check has passed
+            self.write(self.COLUMNS, mode="w")
+
+    def write(self, values, mode="a"):
+        if self.path and "history" not in self.stop.failed:
+            with self.stop.reporting_write_errors("history", self.path):
+                append_line(self.path, ",".join(map(str, values)), mode)
+
+
+# --- What a run leaves: its rows, TensorBoard's curves, the checkpoint, the plot, its score --
+class RunOutputs:
+    """What one run records: a row per episode (episode, length, return, running reward, seconds) handed to
+    `send_row`, the curves for TensorBoard, and after training the checkpoint, the plot and the trained agent's score."""
+
+    def __init__(self, args, run, stop, send_row, video_dir):
+        self.args, self.run, self.stop, self.send_row, self.video_dir = args, run, stop, send_row, video_dir
+        self.rows, self.tensorboard = [], None
+
+    def attach(self, trainer, policy, optimizer):
+        self.trainer, self.policy, self.last_iteration, self.started = trainer, policy, 0, time.perf_counter()
         trainer.add_event_handler(EPISODE_COMPLETED, self.record_episode)
-        if args.save_model:
-            directory, name = os.path.split(os.path.abspath(args.save_model))
+        if self.args.tensorboard:
+            from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+            self.tensorboard = TensorboardLogger(log_dir=os.path.join(self.args.tensorboard, run_name(self.run)),
+                                                 flush_secs=5)
+            names = ("length", "return", "running_reward")
+            self.tensorboard.attach(trainer, OutputHandler("episode", output_transform=lambda _: dict(
+                zip(names, self.rows[-1][1:4]))), EPISODE_COMPLETED)
+        if self.args.save_model:
+            directory, name = os.path.split(os.path.abspath(self.args.save_model))
             # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
-            info = SimpleNamespace(state_dict=lambda: {"env_id": args.env_id, "seed": args.seed,
+            info = SimpleNamespace(state_dict=lambda: {"env_id": self.args.env_id, "seed": self.run.seed,
                                                        "episodes": len(self.rows),
                                                        "running_reward": trainer.state.running_reward})
             # Not Ignite's DiskSaver: it leaves its temporary file behind when closing it fails, as on a full disk.
@@ -437,15 +560,10 @@ class TrainingOutputs:
         self.rows.append((state.epoch, state.iteration - self.last_iteration, state.ep_reward,
                           round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
         self.last_iteration = state.iteration
-        self.write_row(*self.rows[-1])
-
-    def write_row(self, *values, mode="a"):
-        if self.args.history and "history" not in self.stop.failed:  # a row at a time: whole however the run ends
-            with self.stop.reporting_write_errors("history", self.args.history):
-                append_line(self.args.history, ",".join(map(str, values)), mode)
+        self.send_row(self.rows[-1])
 
     def write_plot_and_checkpoint(self, threshold):
-        args, title = self.args, f"REINFORCE on {self.args.env_id}, seed {self.args.seed}"
+        args, title = self.args, f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
         with signals_deferred():  # so that no stop leaves them half-written
             if args.plot:
                 with self.stop.reporting_write_errors("plot", args.plot):
@@ -454,24 +572,31 @@ class TrainingOutputs:
                 with self.stop.reporting_write_errors("checkpoint", args.save_model):
                     self.checkpoint(self.trainer)
 
-    def report(self, env, stop):
-        """Prints what the run left, shows and records the trained agent, and returns the exit status."""
-        args, state, threshold = self.args, self.trainer.state, env.spec.reward_threshold
+    def score(self):
+        """The trained agent in eval mode for --eval-episodes episodes, the first recorded: their (return, length)."""
+        env = agent_env(self.args, self.stop, self.video_dir, "trained-agent", lambda episode: episode == 0)
+        results = [] if self.stop.stopping else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
+                                                         self.args, self.stop)
+        if self.tensorboard:
+            if results:
+                mean = float(np.mean([total for total, _ in results]))
+                self.tensorboard.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
+            self.tensorboard.close()
+        return results
+
+    def report(self, threshold):
+        """A single run's ending: the plot, the checkpoint, the trained agent's score, and the exit status."""
         self.write_plot_and_checkpoint(threshold)
-        if (args.render or args.watch) and not stop.stopping:
-            for total, length in evaluate(self.policy, make_env(args.env_id), 1, args, stop, "trained-agent"):
-                print(f"Trained agent: balanced for {length}/{env.spec.max_episode_steps} steps, return {total:g}")
-        if stop.stopping:
-            return stop.exit(f"trained {len(self.rows)} episodes")
-        solved = is_solved(state.running_reward, state.epoch, threshold)
-        if not solved:
-            print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
-        return stop.status(0 if solved else 1)
-
-
-def save_torch(obj, path):
-    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error into its own
-        torch.save(obj, f)
+        results = self.score()
+        if results:
+            print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
+        if self.stop.stopping:
+            return self.stop.exit(f"trained {len(self.rows)} episodes")
+        state = self.trainer.state
+        if is_solved(state.running_reward, state.epoch, threshold):
+            return self.stop.status(0)
+        print(f"Not solved in {state.epoch} episodes (--max-episodes {self.args.max_episodes})")
+        return self.stop.status(1)
 
 
 def write_plot(path, rows, threshold, title):
@@ -492,16 +617,32 @@ def write_plot(path, rows, threshold, title):
     fig.savefig(path, format="png")
 
 
+def train_and_report(args, stop):
+    """A single run, and everything it leaves."""
+    run = Run(args.lr[0], args.gamma[0], args.seed)
+    env = make_env(args.env_id)
+    threshold = env.spec.reward_threshold
+    if args.render:
+        env = wrap_env(env, args.video_dir, stop)
+    history = HistoryFile(args.history, stop)
+    outputs = RunOutputs(args, run, stop, lambda row: history.write((*run, *row)), args.video_dir)
+    train(env, run, args, stop, outputs.attach)
+    return outputs.report(threshold)
+
+
 # --- Evaluation: the trained agent and --play, recorded and watched ------------------
-def evaluate(policy, env, episodes, args, stop, name_prefix):
-    """Plays the policy in eval mode (no dropout), recording and showing as asked. Returns the finished
-    episodes' (return, length)."""
+def agent_env(args, stop, video_dir, name_prefix, episode_trigger, env=None):
+    """An env for the trained agent, recording the episodes of episode_trigger and with --watch in a window."""
+    env = env or make_env(args.env_id)
     if args.render and "clip" not in stop.failed:
-        env = wrap_env(env, args.video_dir, stop, name_prefix=name_prefix, episode_trigger=lambda episode: True)
-    if args.watch:
-        env = HumanRendering(env)  # a window, at the env's frame rate
-        import pygame  # HumanRendering draws with it; a closed window leaves a QUIT event
-    seed = args.seed + 10_000_000  # clear of the training episodes' seeds, seed + episode
+        env = wrap_env(env, video_dir, stop, name_prefix=name_prefix, episode_trigger=episode_trigger)
+    return HumanRendering(env) if args.watch else env  # a window, at the env's frame rate
+
+
+def evaluate(policy, env, episodes, seed, args, stop):
+    """Plays the policy in eval mode (no dropout). Returns the finished episodes' (return, length)."""
+    import pygame  # with --watch, HumanRendering draws with it, and a closed window leaves a QUIT event
+    seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
     policy.eval()
     results = []
     with torch.no_grad(), contextlib.closing(env):
@@ -517,6 +658,11 @@ def evaluate(policy, env, episodes, args, stop, name_prefix):
                 break
             results.append((total, length))
     return results
+
+
+def describe_returns(results):
+    returns = np.array([total for total, _ in results])
+    return f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
 
 
 def load_checkpoint(path):
@@ -538,12 +684,269 @@ def load_checkpoint(path):
 
 
 def play(args, env, policy, stop):
-    results = evaluate(policy, env, args.eval_episodes, args, stop, "play")
+    env = agent_env(args, stop, args.video_dir, "play", lambda episode: True, env)
+    results = evaluate(policy, env, args.eval_episodes, args.seed, args, stop)
     if results:
-        returns = np.array([total for total, _ in results])
-        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: return {returns.mean():.2f} "
-              f"± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})")
+        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
     return stop.exit(f"played {len(results)} of {args.eval_episodes} episodes") if stop.stopping else stop.status(0)
+
+
+# --- Many seeds and settings: a sweep on the workers of ignite.distributed -----------
+EXIT_WORKER_LOST = 4
+LOST_AFTER = 10  # seconds without a word from a worker that has not said goodbye
+
+
+def sweep(args, stop):
+    """Trains every setting with every seed on --workers processes of ignite.distributed, or on those that torchrun
+    started. The first worker prints a line as each run finishes, and the summary; the others print nothing."""
+    runs = [Run(lr, gamma, seed) for lr in args.lr for gamma in args.gamma for seed in args.seeds]
+    setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)  # as Ignite's docs show
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # every process of torchrun is a worker
+        with idist.Parallel(backend="gloo") as parallel:
+            parallel.run(sweep_process, args, runs)
+        return 0
+    if args.workers == 1:
+        return sweep_worker(0, args, runs)  # no process group
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # its "Terminating process" lines
+    try:
+        with idist.Parallel(backend="gloo", nproc_per_node=args.workers, master_addr="127.0.0.1",
+                            master_port=free_port()) as parallel:
+            parallel.run(sweep_process, args, runs)
+    except ProcessExitedException as e:
+        return e.exit_code if e.error_index == 0 and e.exit_code > 0 else EXIT_WORKER_LOST
+    return 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweep_process(local_rank, args, runs):
+    """A worker in a process of its own: its exit status is the sweep's."""
+    status = sweep_worker(local_rank, args, runs)
+    if status:
+        sys.exit(status)
+
+
+def sweep_worker(local_rank, args, runs):
+    """Takes runs from the sweep's queue until none is left or the sweep stops. The first worker also follows the
+    others as they report, writes --history and --plot, prints the summary, and returns the exit status."""
+    quiet_known_warnings()
+    torch.set_num_threads(1)
+    hub = Hub(idist.get_rank())
+    with Stop() as stop:
+        report = SweepReport(args, runs, hub, stop) if hub.rank == 0 else None
+        try:
+            while not stop.stopping and (index := hub.next_run()) < len(runs):
+                hub.send("start", index)
+                result = sweep_run(args, runs, index, hub, stop)
+                if result:
+                    hub.send("done", index, result)
+            if stop.stopping:
+                hub.ask_to_stop()
+            hub.send("bye")
+            return report.finish() if report else hub.wait_for_the_end()
+        except dist.DistError as e:  # the store went away with the first worker
+            print(f"{PROG}: worker {hub.rank} lost the first worker ({str(e).splitlines()[0]})", file=sys.stderr)
+            return EXIT_WORKER_LOST
+
+
+def sweep_run(args, runs, index, hub, stop):
+    """One run of the sweep, as --seed would train it, its rows sent on as they come. Returns its result, or None if
+    the sweep stopped first."""
+    run = runs[index]
+    env = make_env(args.env_id)
+    threshold = env.spec.reward_threshold
+    video_dir = os.path.join(args.video_dir, run_name(run))  # a folder per run: no two write the same clip
+    if args.render:
+        env = wrap_env(env, video_dir, stop)
+
+    def send_row(row):
+        hub.send("row", index, row)
+        stop.halted = stop.halted or hub.asked_to_stop()
+
+    outputs = RunOutputs(args, run, stop, send_row, video_dir)
+    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
+        state = train(env, run, args, stop, outputs.attach)[0].state
+        results = outputs.score()
+    if stop.stopping:
+        return None
+    return {"episodes": state.epoch, "solved": is_solved(state.running_reward, state.epoch, threshold),
+            "score": float(np.mean([total for total, _ in results]))}
+
+
+class Hub:
+    """How the workers share the sweep's runs and tell the first worker what they do: through a key-value store of
+    torch.distributed, the process group's own (a TCPStore that every worker reaches at MASTER_ADDR and MASTER_PORT),
+    or with no process group one in this process."""
+
+    def __init__(self, rank):
+        self.rank, self.world_size = rank, idist.get_world_size()
+        self.sent, self.received = 0, [0] * self.world_size
+        if self.world_size == 1:
+            self.store = dist.HashStore()
+        else:
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+            self.store = dist.PrefixStore("reinforce_cartpole", store)
+
+    def next_run(self):
+        return self.store.add("next run", 1) - 1
+
+    def send(self, kind, *data):
+        """A message numbered in this worker's order, counted only once it is there to be read."""
+        self.sent += 1
+        self.store.set(f"message {self.rank} {self.sent}", json.dumps([kind, self.rank, *data]))
+        self.store.add(f"sent by {self.rank}", 1)
+
+    def receive(self):
+        for rank in range(self.world_size):
+            while self.received[rank] < self.store.add(f"sent by {rank}", 0):
+                self.received[rank] += 1
+                key = f"message {rank} {self.received[rank]}"
+                yield json.loads(self.store.get(key))
+                self.store.delete_key(key)
+
+    def ask_to_stop(self):
+        self.store.set("stop", "")
+
+    def asked_to_stop(self):
+        return self.store.check(["stop"])
+
+    def wait_for_the_end(self):
+        """The other workers wait until the first one is done, as it may host the store."""
+        while not self.store.check(["finished"]):
+            time.sleep(0.1)
+        self.store.add("left", 1)
+        return 0
+
+    def finish(self, workers_left):
+        self.store.set("finished", "")
+        deadline = time.monotonic() + LOST_AFTER
+        while self.store.add("left", 0) < workers_left and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class SweepReport:
+    """The first worker's account of the sweep, kept by a thread as the workers report: the --history rows, a line as
+    each run finishes or a worker is lost, and at the end the summary and the --plot."""
+
+    def __init__(self, args, runs, hub, stop):
+        self.args, self.runs, self.hub, self.stop, self.out = args, runs, hub, stop, sys.stdout
+        self.history = HistoryFile(args.history, stop)
+        self.rows, self.results, self.doing, self.lost, self.left = [[] for _ in runs], {}, {}, {}, set()
+        self.started = time.monotonic()
+        self.heard = dict.fromkeys(range(hub.world_size), self.started)
+        self.thread = threading.Thread(target=self.follow, daemon=True)
+        self.thread.start()
+
+    def follow(self):
+        while len(self.left) + len(self.lost) < len(self.heard):
+            for kind, rank, *data in self.hub.receive():
+                self.heard[rank] = time.monotonic()
+                getattr(self, f"on_{kind}")(rank, *data)
+            for rank, heard in self.heard.items():
+                if rank not in self.left and rank not in self.lost and time.monotonic() - heard > LOST_AFTER:
+                    self.on_lost(rank)
+            if self.stop.stopping:
+                self.hub.ask_to_stop()
+            time.sleep(0.05)
+
+    def on_start(self, rank, index):
+        self.doing[rank] = index
+
+    def on_row(self, rank, index, row):
+        self.rows[index].append(row)
+        self.history.write((*self.runs[index], *row))
+
+    def on_done(self, rank, index, result):
+        self.results[index] = result
+        self.doing.pop(rank, None)
+        done, total = len(self.results), len(self.runs)
+        left = (time.monotonic() - self.started) / done * (total - done)
+        outcome = "solved in" if result["solved"] else "not solved in"
+        print(f"[{done}/{total}] {describe(self.runs[index])}: {outcome} {result['episodes']} episodes, trained agent "
+              f"{result['score']:.1f}; about {left / 60:.0f} min {left % 60:02.0f} s left", file=self.out, flush=True)
+
+    def on_bye(self, rank):
+        self.left.add(rank)
+        self.doing.pop(rank, None)
+
+    def on_lost(self, rank):
+        index = self.lost[rank] = self.doing.pop(rank, None)
+        lost = f" while it trained {describe(self.runs[index])}: that run is lost" if index is not None else ""
+        print(f"{PROG}: worker {rank} went silent for {LOST_AFTER} s{lost}; the sweep stops", file=sys.stderr)
+        self.hub.ask_to_stop()
+
+    def finish(self):
+        self.thread.join()
+        threshold = gym.spec(self.args.env_id).reward_threshold
+        for line in summary_lines(self.runs, self.results, self.args.max_episodes):
+            print(line, file=self.out)
+        if self.args.plot:
+            finished = sorted(self.results)
+            with signals_deferred(), self.stop.reporting_write_errors("plot", self.args.plot):
+                write_whole(self.args.plot, lambda path: write_sweep_plot(
+                    path, [self.runs[i] for i in finished], [self.rows[i] for i in finished], threshold,
+                    f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
+        self.hub.finish(len(self.heard) - 1 - len(self.lost))
+        if len(self.results) == len(self.runs):
+            return self.stop.status(0)
+        cause = ("a lost worker" if self.lost else signal.Signals(self.stop.signum).name if self.stop.signum
+                 else "a failed write" if self.stop.failed else "an error")
+        print(f"Stopped by {cause}: {len(self.results)} of {len(self.runs)} runs finished", file=self.out)
+        return EXIT_WORKER_LOST if self.lost else self.stop.exit_status()
+
+
+def median_interval(values, resamples=10_000):
+    """The median and its 95 % percentile-bootstrap interval. A fixed generator: the same runs, the same interval."""
+    values = np.asarray(values, dtype=float)
+    medians = np.median(np.random.default_rng(0).choice(values, (resamples, len(values))), axis=1)
+    return (np.median(values), *np.quantile(medians, [0.025, 0.975], method="inverted_cdf"))
+
+
+def summary_lines(runs, results, max_episodes):
+    """A row per setting: how many runs solved, the episodes they took (an unsolved run counts as more than
+    --max-episodes, and is never dropped), and the trained agents' mean return."""
+    shown = lambda episodes: f">{max_episodes}" if np.isinf(episodes) else f"{episodes:g}"  # noqa: E731
+    lines = [f"{'lr':>8} {'gamma':>6} {'solved':>7}  {'median episodes [95 % interval]':<31} {'range':<14} "
+             f"trained agent"]
+    for setting in dict.fromkeys((run.lr, run.gamma) for run in runs):
+        finished = [results[i] for i, run in enumerate(runs) if (run.lr, run.gamma) == setting and i in results]
+        planned = sum((run.lr, run.gamma) == setting for run in runs)
+        line = f"{setting[0]:>8g} {setting[1]:>6g} {sum(r['solved'] for r in finished):>3}/{len(finished):<3}"
+        if finished:
+            episodes = [r["episodes"] if r["solved"] else np.inf for r in finished]
+            median, low, high = median_interval(episodes)
+            interval = f"{shown(median)} [{shown(low)}, {shown(high)}]"
+            line += (f"  {interval:<31} {shown(min(episodes)) + ' to ' + shown(max(episodes)):<14} "
+                     f"{np.mean([r['score'] for r in finished]):.1f}")
+        lines.append(line + (f"  ({planned - len(finished)} runs unfinished)" if len(finished) < planned else ""))
+    return lines
+
+
+def write_sweep_plot(path, runs, rows, threshold, title):
+    """The running reward against the episode: a thin line per run, and each setting's median in bold, which holds a
+    run that has ended at its last value."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    settings = list(dict.fromkeys((run.lr, run.gamma) for run in runs))
+    for color, (lr, gamma) in zip(itertools.cycle(f"C{i}" for i in range(10)), settings):
+        curves = [[row[3] for row in rows[i]] for i, run in enumerate(runs) if (run.lr, run.gamma) == (lr, gamma)]
+        for curve in curves:
+            ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, lw=0.8)
+        longest = max(map(len, curves))
+        median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
+        ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
+                label=f"lr {lr:g}, gamma {gamma:g}: median of {len(curves)} seeds")
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
+    ax.set(title=title, xlabel="episode", ylabel="running reward")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.savefig(path, format="png")
 
 
 # --- Signals and the entry point -----------------------------------------------------
@@ -556,13 +959,14 @@ class Stop:
     the history ends the run after the current step, and the plot and the checkpoint are written last anyway."""
 
     signum = None  # the first signal that came
+    halted = False  # stopped otherwise: by a history row that could not be written, or by the sweep
 
     def __init__(self):
         self.failed = set()  # the kinds of output that could not be written
 
     @property
     def stopping(self):
-        return self.signum is not None or "history" in self.failed
+        return self.signum is not None or self.halted
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -590,6 +994,7 @@ class Stop:
         then = {"clip": "; no more clips are recorded", "history": "; the run stops"}.get(kind, "")
         print(f"{PROG}: cannot write {path}: {os_reason(error)}{then}", file=sys.stderr)
         self.failed.add(kind)
+        self.halted = self.halted or kind == "history"
 
     @contextlib.contextmanager
     def reporting_write_errors(self, kind, path):
@@ -601,20 +1006,27 @@ class Stop:
     def status(self, otherwise):
         return EXIT_WRITE_FAILED if self.failed else otherwise
 
+    def exit_status(self):
+        return 128 + self.signum if self.signum is not None else EXIT_WRITE_FAILED
+
     def exit(self, what):
         cause = signal.Signals(self.signum).name if self.signum is not None else "a failed write"
         print(f"Stopped by {cause}: {what}")
-        return 128 + self.signum if self.signum is not None else EXIT_WRITE_FAILED
+        return self.exit_status()
+
+
+def quiet_known_warnings():
+    # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
+    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
 
 
 def main(argv=None):
-    # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
-    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
+    quiet_known_warnings()
     try:
         args = parse_args(argv)
         if not args.watch:
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # no window: frames are drawn off-screen
-        env, policy = check_inputs(args)
+        checkpoint = check_inputs(args)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -622,10 +1034,10 @@ def main(argv=None):
     torch.set_num_threads(1)
     with Stop() as stop:
         if args.play:
-            return play(args, env, policy, stop)
-        if args.render:
-            env = wrap_env(env, args.video_dir, stop)
-        return train(args, env, stop)
+            return play(args, *checkpoint, stop)
+        if args.seeds is not None:
+            return sweep(args, stop)
+        return train_and_report(args, stop)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,13 @@ def decoded_frames(path):
     reader = imageio_ffmpeg.read_frames(str(path))
     meta = next(reader)
     return meta, sum(1 for _ in reader)
+
+
+def trained_agent_score(output):
+    """(episodes, mean, min, max) from the line that scores the trained agent, or None."""
+    match = re.search(r"^Trained agent, (\d+) episodes in eval mode: return ([\d.]+) ± [\d.]+ "
+                      r"\(min ([\d.]+), max ([\d.]+)\)$", output, re.M)
+    return match and (int(match[1]), *map(float, match.groups()[1:]))
 
 
 def episode_lines(output):

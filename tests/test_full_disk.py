@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import decoded_frames, history_rows, run_script
+from conftest import decoded_frames, history_rows, run_script, trained_agent_score
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
                                 reason="mounts a tmpfs: Linux, as root (CI runs so)")
@@ -65,7 +65,7 @@ def test_a_clip_that_does_not_fit_ends_the_recording_not_the_training(small_disk
     assert sorted(os.listdir(small_disk)) == ["filler", "rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
     # Training went on to the end, and the trained agent still played, unrecorded.
     assert [int(row["episode"]) for row in history_rows(history)] == list(range(1, 31))
-    assert re.search(r"^Trained agent: balanced for \d+/200 steps", result.stdout, re.M)
+    assert trained_agent_score(result.stdout)[0] == 10
     assert "Not solved in 30 episodes" in result.stdout
 
 
@@ -81,7 +81,7 @@ def test_a_history_that_fills_the_disk_stops_the_run_and_keeps_its_whole_rows(sm
     rows = history_rows(history)
     assert [int(row["episode"]) for row in rows] == list(range(1, len(rows) + 1))
     assert 50 < len(rows) < trained < 1000
-    assert all(len(row) == 5 and None not in row.values() for row in rows)
+    assert all(len(row) == 8 and None not in row.values() for row in rows)
     # The outputs on the other disk are written, and the checkpoint counts the episodes trained.
     assert torch.load(model, weights_only=True)["info"]["episodes"] == trained
     with Image.open(plot) as image:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import SOLVE_SEED, decoded_frames, history_rows
+from conftest import SOLVE_SEED, decoded_frames, history_rows, trained_agent_score
 
 
 def assert_frames(path, expected):
@@ -28,9 +28,10 @@ def test_training_and_the_trained_agent_are_recorded(recorded_run):
     for name in names:
         meta, frames = decoded_frames(video_dir / name)
         assert meta["size"] == (600, 400) and meta["fps"] == 50 and frames > 0
-    steps = re.search(r"^Trained agent: balanced for (\d+)/200 steps, return \1$", result.stdout, re.M)
-    assert steps, result.stdout
-    assert_frames(video_dir / "trained-agent-episode-0.mp4", int(steps.group(1)) + 1)
+    # The trained agent plays --eval-episodes episodes in eval mode, and only the first is recorded.
+    episodes, mean, shortest, longest = trained_agent_score(result.stdout)
+    assert episodes == 10 and 1 <= shortest <= mean <= longest <= 200
+    assert shortest <= decoded_frames(video_dir / "trained-agent-episode-0.mp4")[1] - 1 <= longest
 
 
 def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
@@ -46,7 +47,8 @@ def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
 def test_the_history_has_one_row_per_episode(solved_run):
     result, out = solved_run
     rows = history_rows(out / "history.csv")
-    assert list(rows[0]) == ["episode", "length", "return", "running_reward", "seconds"]
+    assert list(rows[0]) == ["lr", "gamma", "seed", "episode", "length", "return", "running_reward", "seconds"]
+    assert {(row["lr"], row["gamma"], row["seed"]) for row in rows} == {("0.01", "0.99", str(SOLVE_SEED))}
     episodes = int(re.search(r"^\tepoch: (\d+)$", result.stdout, re.M).group(1))
     assert [int(row["episode"]) for row in rows] == list(range(1, episodes + 1))
     # CartPole pays 1 a step, so an episode's return is its length.

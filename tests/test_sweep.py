@@ -1,0 +1,176 @@
+"""Many seeds in one command: every run of a sweep is the run that --seed trains alone, whatever the number of
+workers or the layout of torchrun's nodes, and so is the summary. Stops, a lost worker and the outputs."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT, decoded_frames, history_rows, run_script, script_command, script_env
+
+PATIENCE = 120  # seconds: a loaded 2-core machine may take a while
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
+
+
+def curves(path, **match):
+    """Each run's (episode, length, return, running reward) in a --history file, keyed by (lr, gamma, seed)."""
+    runs = {}
+    for row in history_rows(path):
+        if all(row[key] == str(value) for key, value in match.items()):
+            run = runs.setdefault((row["lr"], row["gamma"], row["seed"]), [])
+            run.append((row["episode"], row["length"], row["return"], row["running_reward"]))
+    return runs
+
+
+def progress_lines(output):
+    return re.findall(r"^\[(\d+)/(\d+)\] lr (\S+), gamma (\S+), seed (\d+): (not )?solved in (\d+) episodes, "
+                      r"trained agent ([\d.]+); about \d+ min \d+ s left$", output, re.M)
+
+
+def summary(output):
+    """The summary table: its header and a row per setting."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["lr", "gamma", "solved"])
+    return lines[start:]
+
+
+def sweep(tmp_path, name, *args):
+    history = tmp_path / f"{name}.csv"
+    result = run_script("--max-episodes", 40, "--history", history, *args, timeout=PATIENCE * 3)
+    return result, history
+
+
+def test_every_run_of_a_sweep_is_its_solo_run(tmp_path):
+    result, history = sweep(tmp_path, "sweep", "--seeds", "3,5", "--workers", 1)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "Episode " not in result.stdout and "State:" not in result.stdout, "the tutorial's lines stay quiet"
+    assert sorted(int(line[4]) for line in progress_lines(result.stdout)) == [3, 5]
+    for seed in (3, 5):
+        solo = run_script("--no-render", "--seed", seed, "--max-episodes", 40, "--history", tmp_path / f"{seed}.csv")
+        assert solo.returncode == 1, solo.stderr
+        assert curves(history, seed=seed) == curves(tmp_path / f"{seed}.csv")
+        assert f"seed {seed}: not solved in 40 episodes" in result.stdout
+
+
+def test_two_workers_and_two_settings_equal_one_worker(tmp_path):
+    args = ("--seeds", "0-2", "--lr", "0.01,0.02", "--plot")
+    one, one_history = sweep(tmp_path, "one", *args, tmp_path / "one.png", "--workers", 1)
+    two, two_history = sweep(tmp_path, "two", *args, tmp_path / "two.png", "--workers", 2)
+    for result in (one, two):
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert sorted(line[0] for line in progress_lines(result.stdout)) == ["1", "2", "3", "4", "5", "6"]
+    assert curves(one_history) == curves(two_history)
+    assert len(curves(one_history)) == 6 and len(curves(one_history, lr=0.02)) == 3
+    assert summary(one.stdout) == summary(two.stdout)
+    assert [line.split()[:3] for line in summary(one.stdout)[1:]] == [["0.01", "0.99", "0/3"], ["0.02", "0.99", "0/3"]]
+    for png in ("one.png", "two.png"):
+        with Image.open(tmp_path / png) as image:
+            assert image.format == "PNG" and image.size == (800, 450)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@POSIX
+def test_two_torchrun_nodes_equal_one_worker(tmp_path):
+    """Two nodes of one process each, on 127.0.0.1: each a torchrun of its own, as on two machines."""
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               *script_command("--seeds", "0-3", "--max-episodes", 40,
+                                               "--history", tmp_path / f"node{rank}.csv")[1:]],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    (out0, err0), (out1, err1) = (node.communicate(timeout=PATIENCE * 3) for node in nodes)
+    assert [node.returncode for node in nodes] == [0, 0] and err0 == err1 == "", (err0, err1)
+    assert out1 == "" and not (tmp_path / "node1.csv").exists(), "the first node reports, the other is quiet"
+    one, one_history = sweep(tmp_path, "one", "--seeds", "0-3", "--workers", 1)
+    assert curves(tmp_path / "node0.csv") == curves(one_history)
+    assert summary(out0) == summary(one.stdout)
+    assert len(progress_lines(out0)) == 4
+
+
+def test_a_sweep_records_each_run_in_its_own_folder(tmp_path):
+    result, _ = sweep(tmp_path, "clips", "--seeds", "0,1", "--workers", 2, "--max-episodes", 2, "--render",
+                      "--video-dir", tmp_path / "video", "--eval-episodes", 2)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert sorted(os.listdir(tmp_path / "video")) == ["lr0.01-gamma0.99-seed0", "lr0.01-gamma0.99-seed1"]
+    for folder in os.listdir(tmp_path / "video"):
+        names = sorted(os.listdir(tmp_path / "video" / folder))
+        assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "trained-agent-episode-0.mp4"]
+        assert all(decoded_frames(tmp_path / "video" / folder / name)[1] > 0 for name in names)
+
+
+def start_sweep(tmp_path, *args):
+    """A sweep of 2 workers in a process group of its own, as a terminal runs a command; returns once a run has
+    finished."""
+    child = subprocess.Popen(script_command("--seeds", "0-5", "--workers", 2, "--max-episodes", 300,
+                                            "--history", tmp_path / "history.csv", "--plot", tmp_path / "runs.png",
+                                            *args),
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, env=script_env({}))
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith("[1/6]"):
+            return child, lines
+    raise AssertionError("".join(lines) + child.stderr.read())
+
+
+def assert_finished_runs_kept(out, history, cause):
+    """The partial summary counts the finished runs, and the history holds their every episode, row by row."""
+    assert f"Stopped by {cause}: " in out
+    done = int(re.search(r"^Stopped by .*: (\d+) of 6 runs finished$", out, re.M).group(1))
+    assert 1 <= done < 6 and len(progress_lines(out)) == done
+    runs = curves(history)
+    for _, _, lr, gamma, seed, _, episodes, _ in progress_lines(out):
+        assert [int(row[0]) for row in runs[(lr, gamma, seed)]] == list(range(1, int(episodes) + 1))
+    assert history.read_text().endswith("\n")
+
+
+@POSIX
+def test_ctrl_c_stops_every_worker_and_keeps_the_finished_runs(tmp_path):
+    child, lines = start_sweep(tmp_path)
+    os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches every worker
+    out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 130 and err == "", err
+    assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "SIGINT")
+    with Image.open(tmp_path / "runs.png") as image:
+        assert image.format == "PNG"
+
+
+def children(pid):
+    """The processes whose parent is pid, oldest first (Linux's /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found.append((int(fields[19]), int(entry), f.read()))
+    return [(child, cmdline) for _, child, cmdline in sorted(found)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
+def test_a_killed_worker_ends_the_sweep_within_seconds_and_keeps_the_finished_runs(tmp_path):
+    child, lines = start_sweep(tmp_path)
+    workers = [pid for pid, cmdline in children(child.pid) if b"spawn_main" in cmdline]
+    assert len(workers) == 2
+    killed = time.monotonic()
+    os.kill(workers[-1], signal.SIGKILL)  # the second worker spawned: rank 1
+    out, err = child.communicate(timeout=PATIENCE)
+    assert time.monotonic() - killed < 60, "not gloo's 30-minute timeout"
+    assert child.returncode == 4
+    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 went silent for 10 s( while it trained lr 0\.01, "
+                        r"gamma 0\.99, seed \d: that run is lost)?; the sweep stops\n", err), err
+    assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "a lost worker")
