@@ -345,6 +345,8 @@ def check_sweep(args):
                 raise UsageError(f"{flag} applies to a single run, not to --seeds")
         if under_torchrun and args.workers is not None:
             raise UsageError("--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
+        if args.workers is not None and args.workers < 1:
+            raise UsageError(f"argument --workers: must be >= 1, got {args.workers}")
         runs = len(args.seeds) * len(args.lr) * len(args.gamma)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         args.workers = args.workers or min(cores, runs)
@@ -366,7 +368,7 @@ def check_inputs(args):
         if not lr > 0:
             raise UsageError(f"argument --lr: must be > 0, got {lr:g}")
     for flag, count in (("--log-interval", args.log_interval), ("--max-episodes", args.max_episodes),
-                        ("--eval-episodes", args.eval_episodes), ("--workers", args.workers or 1)):
+                        ("--eval-episodes", args.eval_episodes)):
         if count < 1:
             raise UsageError(f"argument {flag}: must be >= 1, got {count}")
     outputs = {"--save-model": args.save_model, "--history": args.history, "--plot": args.plot}

@@ -2,7 +2,8 @@
 
     python tests/benchmark.py            # full run, about 13 minutes on a 2-core machine
     python tests/benchmark.py --quick    # about a minute
-    python tests/benchmark.py --only solving --seeds-figure video/seeds.png
+    python tests/benchmark.py --only solving --seeds-figure video/seeds.png   # the README's figure
+    python tests/benchmark.py --only sweep    # 8 seeds on 1 worker and on 2
 
 A script, not a test: pytest collects only test_*.py. Contenders alternate on the same seeds
 within one run, and every comparison is a ratio from that run, because these machines are
@@ -13,7 +14,6 @@ import argparse
 import contextlib
 import csv
 import io
-import math
 import os
 import platform
 import statistics
@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gymnasium as gym
@@ -168,71 +167,21 @@ def run_in_its_own_process(seed, episodes, env_changes=None, busy=False):
             hog.wait()
 
 
-def solve_run(seed, max_episodes):
-    solved, rows, seconds = run_in_its_own_process(seed, max_episodes)
-    running = [float(row["running_reward"]) for row in rows]
-    return {"seed": seed, "solved": solved, "episodes": len(running), "running": running, "seconds": seconds}
-
-
-def quantile90(values):
-    return statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
+def sweep_command(seeds, max_episodes, *flags):
+    return [sys.executable, str(SCRIPT), "--seeds", seeds, "--max-episodes", str(max_episodes), "--no-render", *flags]
 
 
 def episodes_to_solve(seeds, max_episodes, figure):
-    """Each seed in its own process, two at a time."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = list(pool.map(lambda seed: solve_run(seed, max_episodes), seeds))
-    solved = [run for run in runs if run["solved"]]
-    print(f"\n### 3. Episodes and seconds to solve CartPole-v0 (seeds {seeds[0]}-{seeds[-1]}, "
-          f"at most {max_episodes} episodes, two processes at a time)\n")
-    print(f"Solved: **{len(solved)}/{len(runs)}**"
-          + (f" (not solved: seeds {', '.join(str(r['seed']) for r in runs if not r['solved'])})"
-             if len(solved) < len(runs) else ""))
-    if solved:
-        print("\n| | median | 90th percentile | min | max |\n| --- | ---: | ---: | ---: | ---: |")
-        for key, fmt in (("episodes", "{:,.0f}"), ("seconds", "{:.1f}")):
-            values = [run[key] for run in solved]
-            cells = [statistics.median(values), quantile90(values), min(values), max(values)]
-            print(f"| {key} | " + " | ".join(fmt.format(v) for v in cells) + " |")
-    print("\n| seed | " + " | ".join(str(r["seed"]) for r in runs) + " |")
-    print("| --- | " + " | ".join("---:" for _ in runs) + " |")
-    print("| episodes | " + " | ".join(f"{r['episodes']}{'' if r['solved'] else '*'}" for r in runs) + " |")
-    if figure:
-        draw_seeds_figure(figure, runs, max_episodes)
-        print(f"\nFigure: {figure}")
-
-
-def draw_seeds_figure(path, runs, max_episodes):
-    """The running reward against the episode, one thin line per seed and the median in bold.
-    A run stops when it is solved; the median holds each stopped run at its last value."""
-    from matplotlib.figure import Figure
-
-    threshold = gym.spec("CartPole-v0").reward_threshold
-    longest = max(run["episodes"] for run in runs)
-    held = [run["running"] + [run["running"][-1]] * (longest - run["episodes"]) for run in runs]
-    median = [statistics.median(values) for values in zip(*held)]
-    solved = [run["episodes"] for run in runs if run["solved"]]
-    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    for run in runs:
-        ax.plot(range(1, run["episodes"] + 1), run["running"], color="tab:blue", alpha=0.3, lw=0.8)
-    ax.plot(range(1, longest + 1), median, color="tab:blue", lw=2.5, label=f"median of {len(runs)} seeds")
-    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
-    # Cut the axis a little after the last seed to solve, so that the learning, not a run that
-    # never solves, fills the width; the text under the plot says where the axis stops.
-    right = min(longest, 100 * math.ceil(1.1 * max(solved, default=longest) / 100))
-    ax.set(title=f"REINFORCE on CartPole-v0, seeds {runs[0]['seed']}-{runs[-1]['seed']}: running reward",
-           xlabel="episode", ylabel="running reward", xlim=(0, right), ylim=(0, 205))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    summary = f"solved {len(solved)}/{len(runs)} within {max_episodes} episodes"
-    if solved:
-        summary += (f": median {statistics.median(solved):.0f} episodes to solve, "
-                    f"90th percentile {quantile90(solved):.0f}")
-    if right < longest:
-        summary += f" (axis cut at {right})"
-    fig.supxlabel(summary, fontsize=9)
-    fig.savefig(path, format="png")
+    """The README's seeds figure and summary, drawn by the user-facing sweep command, on every core."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = subprocess.run(sweep_command(seeds, max_episodes, "--plot", figure or os.path.join(tmp, "seeds.png")),
+                                capture_output=True, text=True, check=True)
+        seconds = time.perf_counter() - start
+    print(f"\n### 3. Episodes to solve CartPole-v0 (seeds {seeds}, at most {max_episodes} episodes)\n")
+    print(f"`reinforce_cartpole.py --seeds {seeds} --max-episodes {max_episodes} --no-render --plot ...` "
+          f"took **{seconds:.0f} s** on {os.cpu_count()} workers" + (f", and drew {figure}" if figure else "") + ":\n")
+    print("```\n" + result.stdout.rstrip() + "\n```")
 
 
 PEAK_RSS = """
@@ -242,8 +191,37 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
+def peak_rss(command):
+    """The largest peak resident set of the command's processes, in MiB (ru_maxrss, in KiB on Linux)."""
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[-1]) / 1024
+
+
+def sweep_scale(seeds, max_episodes, repeats):
+    """The same sweep on 1 worker and on 2, alternating within each repeat: wall time, including the start of the
+    worker processes; and the largest peak memory of one process."""
+    times = {1: [], 2: []}
+    for repeat in range(repeats):
+        for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
+            start = time.perf_counter()
+            subprocess.run(sweep_command(seeds, max_episodes, "--workers", str(workers)), capture_output=True,
+                           check=True)
+            times[workers].append(time.perf_counter() - start)
+    ratios = [two / one for one, two in zip(times[1], times[2])]
+    print(f"\n### 8. A sweep on 1 and on 2 workers (seeds {seeds}, at most {max_episodes} episodes, {repeats} pairs)\n")
+    print("| workers | wall time (median) | peak memory of one process |\n| ---: | ---: | ---: |")
+    for workers in (1, 2):
+        memory = peak_rss(sweep_command(seeds, max_episodes, "--workers", str(workers))) if sys.platform == "linux" else 0
+        print(f"| {workers} | {statistics.median(times[workers]):.1f} s | {memory:.0f} MiB |")
+    print(f"\n2 workers / 1 worker: **{statistics.median(ratios):.2f}x** the time "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
+
+
+
+
+
 def peak_memory(max_episodes):
-    """Peak resident set of one training run, from ru_maxrss (POSIX only; in KiB on Linux)."""
+    """Peak resident set of one training run (Linux only)."""
     print(f"\n### 4. Peak resident memory of one training run (seed 543, at most {max_episodes} episodes)\n")
     if sys.platform != "linux":
         print("Measured on Linux only.")
@@ -251,10 +229,8 @@ def peak_memory(max_episodes):
     print("| run | peak RSS |\n| --- | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         for name, flags in (("rendering off", ["--no-render"]), ("rendering on", ["--video-dir", tmp])):
-            out = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, str(SCRIPT),
-                                  "--max-episodes", str(max_episodes), *flags],
-                                 capture_output=True, text=True, check=True).stdout
-            print(f"| {name} | {int(out.split()[-1]) / 1024:.0f} MiB |")
+            memory = peak_rss([sys.executable, str(SCRIPT), "--max-episodes", str(max_episodes), *flags])
+            print(f"| {name} | {memory:.0f} MiB |")
 
 
 def history_of_a_run(seed, episodes, env_changes=None, busy=False):
@@ -341,12 +317,14 @@ SECTIONS = {  # name: (quick sizes, full sizes)
                    lambda a: training_throughput(seeds=[543, 1, 2], episodes=300, repeats=3)),
     "video": (lambda a: video_cost(seed=VIDEO_SEED, episodes=150, repeats=2),
               lambda a: video_cost(seed=VIDEO_SEED, episodes=500, repeats=5)),
-    "solving": (lambda a: episodes_to_solve(seeds=list(range(4)), max_episodes=400, figure=a.seeds_figure),
-                lambda a: episodes_to_solve(seeds=list(range(20)), max_episodes=3000, figure=a.seeds_figure)),
+    "solving": (lambda a: episodes_to_solve(seeds="0-3", max_episodes=400, figure=a.seeds_figure),
+                lambda a: episodes_to_solve(seeds="0-19", max_episodes=3000, figure=a.seeds_figure)),
     "memory": (lambda a: peak_memory(max_episodes=50), lambda a: peak_memory(max_episodes=1000)),
     "reproducibility": (lambda a: reproducibility(episodes=150), lambda a: reproducibility(episodes=400)),
     "busy": (lambda a: busy_machine(seed=543, episodes=60, repeats=1), lambda a: busy_machine(543, 300, 5)),
     "pin": (lambda a: cost_of_the_pin(repeats=2), lambda a: cost_of_the_pin(repeats=8)),
+    "sweep": (lambda a: sweep_scale(seeds="0-3", max_episodes=100, repeats=1),
+              lambda a: sweep_scale(seeds="0-7", max_episodes=400, repeats=3)),
 }
 
 
@@ -354,8 +332,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Benchmark the port against the tutorial's code as written.")
     p.add_argument("--quick", action="store_true", help="small sizes, about a minute (default: full run)")
     p.add_argument("--only", choices=SECTIONS, action="append", help="run this section (default: all)")
-    p.add_argument("--seeds-figure", metavar="PNG", help="draw the running reward of every seed of the "
-                   "solving section (the README's is video/seeds.png; default: not drawn)")
+    p.add_argument("--seeds-figure", metavar="PNG", help="where the solving section's sweep draws its figure "
+                   "(the README's is video/seeds.png; default: a temporary file)")
     args = p.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import warnings

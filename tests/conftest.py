@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -13,7 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "reinforce_cartpole.py"
 sys.path.insert(0, str(ROOT))
-import reinforce_cartpole  # noqa: E402, F401  (pins MKL's branch in this process before any test runs torch)
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "`torch.jit.", DeprecationWarning)  # torch's own modules call it as they import
+    import reinforce_cartpole  # noqa: E402, F401  (pins MKL's branch in this process before any test runs torch)
 
 # The tutorial's own seed, 543, solves CartPole-v0 in 748 episodes on x86-64 (about a minute on a 2-core
 # machine). ARM machines take another path; 2000 episodes leave room for that and still end the run.
@@ -44,9 +47,14 @@ def history_rows(path):
 
 def decoded_frames(path):
     """(ffmpeg's metadata, the number of frames that decode) of a video file."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    return meta, sum(1 for _ in reader)
+    with warnings.catch_warnings():
+        # imageio-ffmpeg leaves the pipes of an ffmpeg that has finished for the garbage collector to close.
+        warnings.simplefilter("ignore", ResourceWarning)
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        frames = sum(1 for _ in reader)
+        del reader
+    return meta, frames
 
 
 def trained_agent_score(output):
@@ -54,6 +62,14 @@ def trained_agent_score(output):
     match = re.search(r"^Trained agent, (\d+) episodes in eval mode: return ([\d.]+) ± [\d.]+ "
                       r"\(min ([\d.]+), max ([\d.]+)\)$", output, re.M)
     return match and (int(match[1]), *map(float, match.groups()[1:]))
+
+
+def tensorboard_scalars(folder):
+    """{tag: [(step, value), ...]} of a TensorBoard run, read with tensorboard's event-processing API."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def episode_lines(output):
@@ -68,6 +84,9 @@ SOLVED_RUN = pytest.StashKey()
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # a mark, so that `-W default` does not bring it back
+        item.add_marker(pytest.mark.filterwarnings(
+            "ignore:.*The environment CartPole-v0 is out of date"))  # gymnasium's, as the tests make the tutorial's env
     needing = [item for item in items if "solved_run" in item.fixturenames]
     if needing:
         out = Path(tempfile.mkdtemp(prefix="solved-run-"))

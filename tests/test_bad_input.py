@@ -28,6 +28,22 @@ CASES = {
     "continuous actions": (["--env-id", "Pendulum-v1"], "the action space must be Discrete"),
     "discrete observation": (["--env-id", "FrozenLake-v1"], "the observation must be a flat Box"),
     "unknown flag": (["--gama", "0.9"], "unrecognized arguments: --gama"),
+    "seeds malformed": (["--seeds", "1-"], "argument --seeds: '1-': expected seeds such as 0-19 or 1,5,9, not '1-'"),
+    "seeds backwards": (["--seeds", "5-2"], "not '5-2'"),
+    "seeds not numbers": (["--seeds", "a,b"], "not 'a'"),
+    "seeds empty": (["--seeds", ""], "argument --seeds: the list of seeds is empty"),
+    "seeds duplicate": (["--seeds", "0-3,2"], "argument --seeds: '0-3,2': seed 2 is listed twice"),
+    "workers zero": (["--seeds", "0-3", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
+    "workers without seeds": (["--workers", "2"], "--workers applies to --seeds"),
+    "several lr without seeds": (["--lr", "0.01,0.005"], "argument --lr: several values need --seeds"),
+    "several gamma without seeds": (["--gamma", "0.9,0.99"], "argument --gamma: several values need --seeds"),
+    "lr listed twice": (["--seeds", "1", "--lr", "0.01,0.01"], "argument --lr: a value is listed twice"),
+    "one of several lr out of range": (["--seeds", "1", "--lr", "0.01,-1"], "argument --lr: must be > 0, got -1"),
+    "lr list not numbers": (["--seeds", "1", "--lr", "0.01,x"], "argument --lr: invalid float value: '0.01,x'"),
+    "seeds with seed": (["--seeds", "1,2", "--seed", "0"], "--seed applies to a single run, not to --seeds"),
+    "seeds with watch": (["--seeds", "1,2", "--watch"], "--watch applies to a single run, not to --seeds"),
+    "seeds with play": (["--seeds", "1,2", "--play", "policy.pt"], "--play applies to a single run, not to --seeds"),
+    "seeds with save-model": (["--seeds", "1,2", "--save-model", "p.pt"], "--save-model applies to a single run"),
 }
 
 
@@ -143,12 +159,27 @@ def test_bad_checkpoints(checkpoint, tmp_path, capsys):
     assert_one_line_error(capsys, rc.main(["--play", str(tmp_path), "--no-render"]), f"--play {tmp_path}: ")
 
 
-@pytest.mark.parametrize("flag", ["--env-id", "--save-model", "--history", "--plot"])
+@pytest.mark.parametrize("flag", ["--env-id", "--save-model", "--history", "--plot", "--tensorboard"])
 def test_play_does_not_take_training_flags(flag, checkpoint, tmp_path, capsys):
     value = "CartPole-v0" if flag == "--env-id" else str(tmp_path / "out")
     code = rc.main(["--play", str(checkpoint), flag, value, "--no-render"])
     assert_one_line_error(capsys, code, f"{flag} applies to training, not to --play")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tensorboard_folder_that_cannot_be_created(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = rc.main(["--no-render", "--tensorboard", str(blocker / "runs")])
+    assert_one_line_error(capsys, code, "--tensorboard", "cannot be created or written")
+    assert os.listdir(tmp_path) == ["a-file"]
+
+
+def test_under_torchrun_a_single_run_or_workers_are_refused(capsys, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    assert_one_line_error(capsys, rc.main(["--no-render"]), "under torchrun, give --seeds")
+    assert_one_line_error(capsys, rc.main(["--seeds", "0-3", "--workers", "2"]),
+                          "--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
 
 
 @pytest.mark.parametrize("flag", ["--save-model", "--history", "--plot"])

@@ -3,11 +3,12 @@
 import os
 import re
 
+import pytest
 import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import SOLVE_SEED, decoded_frames, history_rows, trained_agent_score
+from conftest import SOLVE_SEED, decoded_frames, history_rows, run_script, tensorboard_scalars, trained_agent_score
 
 
 def assert_frames(path, expected):
@@ -63,6 +64,26 @@ def test_the_plot_is_a_png(solved_run):
     with Image.open(out / "curve.png") as image:
         assert image.format == "PNG" and image.size == (800, 450)
         assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10, "not a blank image"
+
+
+def test_tensorboard_shows_the_history_and_the_trained_agent(tmp_path):
+    history, logs = tmp_path / "history.csv", tmp_path / "runs"
+    result = run_script("--no-render", "--seed", 7, "--max-episodes", 30, "--eval-episodes", 3, "--history", history,
+                        "--tensorboard", logs)
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    assert os.listdir(logs) == ["lr0.01-gamma0.99-seed7"]
+    assert_tensorboard_equals_history(logs / "lr0.01-gamma0.99-seed7", history_rows(history), result.stdout)
+
+
+def assert_tensorboard_equals_history(folder, rows, stdout):
+    """Each episode's length, return and running reward, as the history has them (TensorBoard keeps 32-bit
+    floats), and the trained agent's mean return, as printed, at the last episode."""
+    scalars = tensorboard_scalars(folder)
+    for column in ("length", "return", "running_reward"):
+        assert scalars[f"episode/{column}"] == [(int(row["episode"]), pytest.approx(float(row[column]), rel=1e-6))
+                                                for row in rows]
+    [(step, mean)] = scalars["trained_agent/mean_return"]
+    assert step == len(rows) and f"return {mean:.2f} ±" in stdout
 
 
 def test_a_saved_policy_plays_back(solved_run, capsys):

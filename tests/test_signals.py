@@ -154,5 +154,6 @@ def test_a_closed_pipe_ends_the_run_quietly():
     lines = [child.stdout.readline() for _ in range(2)]
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
-    assert child.stderr.read() == "" and all(line.startswith("Episode ") for line in lines)
+    with child.stderr:
+        assert child.stderr.read() == "" and all(line.startswith("Episode ") for line in lines)
 

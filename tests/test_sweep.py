@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import ROOT, decoded_frames, history_rows, run_script, script_command, script_env
+from conftest import ROOT, decoded_frames, history_rows, run_script, script_command, script_env, tensorboard_scalars
 
 PATIENCE = 120  # seconds: a loaded 2-core machine may take a while
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
@@ -99,10 +99,17 @@ def test_two_torchrun_nodes_equal_one_worker(tmp_path):
     assert len(progress_lines(out0)) == 4
 
 
-def test_a_sweep_records_each_run_in_its_own_folder(tmp_path):
-    result, _ = sweep(tmp_path, "clips", "--seeds", "0,1", "--workers", 2, "--max-episodes", 2, "--render",
-                      "--video-dir", tmp_path / "video", "--eval-episodes", 2)
+def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path):
+    result, history = sweep(tmp_path, "clips", "--seeds", "0,1", "--workers", 2, "--max-episodes", 2, "--render",
+                            "--video-dir", tmp_path / "video", "--eval-episodes", 2, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert sorted(os.listdir(tmp_path / "tb")) == ["lr0.01-gamma0.99-seed0", "lr0.01-gamma0.99-seed1"]
+    for seed in (0, 1):
+        scalars = tensorboard_scalars(tmp_path / "tb" / f"lr0.01-gamma0.99-seed{seed}")
+        rows = [row for row in history_rows(history) if row["seed"] == str(seed)]
+        assert scalars["episode/return"] == [(int(row["episode"]), float(row["return"])) for row in rows]
+        [(_, mean)] = scalars["trained_agent/mean_return"]
+        assert f"seed {seed}: not solved in 2 episodes, trained agent {mean:.1f};" in result.stdout
     assert sorted(os.listdir(tmp_path / "video")) == ["lr0.01-gamma0.99-seed0", "lr0.01-gamma0.99-seed1"]
     for folder in os.listdir(tmp_path / "video"):
         names = sorted(os.listdir(tmp_path / "video" / folder))
