@@ -155,6 +155,15 @@ def test_ctrl_c_stops_every_worker_and_keeps_the_finished_runs(tmp_path):
         assert image.format == "PNG"
 
 
+@POSIX
+def test_sigterm_to_the_launcher_alone_stops_every_worker(tmp_path):
+    child, lines = start_sweep(tmp_path)
+    child.send_signal(signal.SIGTERM)  # as a process manager stops a command: its workers hear of it from it
+    out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 143 and err == "", err
+    assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "SIGTERM")
+
+
 def children(pid):
     """The processes whose parent is pid, oldest first (Linux's /proc)."""
     found = []
