@@ -12,10 +12,10 @@ from conftest import SOLVE_SEED, decoded_frames, history_rows, run_script, tenso
 
 
 def assert_frames(path, expected):
-    """A clip has a frame for the reset and one for each step. gymnasium's RecordVideo builds an
-    ImageSequenceClip, and moviepy can drop its last frame (moviepy #2507): 11 to 14 frames at
-    50 fps come out one short."""
-    assert decoded_frames(path)[1] in (expected, expected - 1)
+    """A clip has a frame for the reset and one for each step. The recorder hands each frame to moviepy's
+    ffmpeg writer itself, so none is dropped (through an ImageSequenceClip, moviepy #2507 drops the last
+    of 11 to 14 frames at 50 fps)."""
+    assert decoded_frames(path)[1] == expected
 
 
 def test_training_and_the_trained_agent_are_recorded(recorded_run):
