@@ -646,7 +646,8 @@ def agent_env(args, stop, video_dir, name_prefix, episode_trigger, env=None):
 
 def evaluate(policy, env, episodes, seed, args, stop):
     """Plays the policy in eval mode (no dropout). Returns the finished episodes' (return, length)."""
-    import pygame  # with --watch, HumanRendering draws with it, and a closed window leaves a QUIT event
+    if args.watch:
+        import pygame  # HumanRendering draws with it, and a closed window leaves a QUIT event
     seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
     policy.eval()
     results = []
