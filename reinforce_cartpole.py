@@ -12,6 +12,8 @@ import sys
 # One run per seed on every x86-64 CPU: MKL does torch's matrix products and logarithms there, and picks
 # its code by CPU unless its COMPATIBLE branch is pinned. MKL reads this at its first call.
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+# c10's own log prints a C++ stack trace when a store's connection closes; the port says so in one line instead.
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 if __name__ == "__main__":
     # torch takes a second or two to import. A Ctrl-C meanwhile, or after main() has returned, ends
@@ -39,7 +41,7 @@ import io
 import itertools
 import json
 import logging
-import multiprocessing
+import multiprocessing.resource_tracker
 import re
 import socket
 import tempfile
@@ -54,7 +56,7 @@ import torch.distributed as dist
 from gymnasium.wrappers import HumanRendering
 from ignite.handlers import Checkpoint
 from ignite.utils import setup_logger
-from torch.multiprocessing import ProcessExitedException
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 PROG = "reinforce_cartpole.py"
 
@@ -64,7 +66,8 @@ def parse_args(argv=None):
     p = ArgumentParser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
                        epilog="Exit status: 0 solved, --play done, or every run of --seeds finished; 1 not solved "
                               "within --max-episodes; 2 bad usage; 3 an output could not be written; 4 a worker of "
-                              "--seeds was lost; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at once).")
+                              "--seeds was lost; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at once); "
+                              "141 the output was closed, as by | head.")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (default: 543)")
     p.add_argument("--gamma", type=numbers(float), default=[0.99], metavar="G",
                    help="discount factor, in (0, 1]; several, comma-separated, with --seeds (default: 0.99)")
@@ -104,9 +107,9 @@ def make_env(env_id):
     return env
 
 
-def wrap_env(env, video_folder, stop, **kwargs):
+def wrap_env(env, video_folder, outcome, **kwargs):
     # gc_trigger=None: skips the gc.collect() that RecordVideo runs after every clip by default.
-    return ClipRecorder(env, video_folder, stop, disable_logger=True, gc_trigger=None, **kwargs)
+    return ClipRecorder(env, video_folder, outcome, disable_logger=True, gc_trigger=None, **kwargs)
 
 
 # --- Policy --------------------------------------------------------------------------
@@ -239,13 +242,13 @@ def attach_handlers(trainer, env, policy, optimizer, seed, gamma, log_interval):
 
 
 # --- Run Trainer ---------------------------------------------------------------------
-def train(env, run, args, stop, attach_outputs):
-    """One run of one seed, as the tutorial trains it, printing only its lines. attach_outputs(trainer, policy,
-    optimizer) adds what the run records. Returns the trainer, whose state holds the result, and the policy."""
+def train(env, run, args, outcome, attach_outputs):
+    """One run of one seed, as the tutorial trains it, printing only its lines, until it ends or `outcome` stops it.
+    attach_outputs(trainer, policy, optimizer) adds what the run records. Returns the trainer and the policy."""
     policy, optimizer = create_model(env, run.seed, run.lr)
     trainer = create_trainer(env, policy)
     attach_handlers(trainer, env, policy, optimizer, run.seed, run.gamma, args.log_interval)
-    stop.attach(trainer)
+    outcome.attach(trainer)
     attach_outputs(trainer, policy, optimizer)
     # Ignite logs the exception that ends a run, which reaches the user anyway (or is a closed pipe).
     trainer.logger.addFilter(lambda record: "terminating due to exception" not in record.getMessage())
@@ -411,27 +414,122 @@ def run_name(run):
     return f"lr{run.lr:g}-gamma{run.gamma:g}-seed{run.seed}"
 
 
-# --- Recording -----------------------------------------------------------------------
-@contextlib.contextmanager
-def signals_deferred():
-    """Holds SIGINT and SIGTERM until the block is done, so that no stop leaves a file half-written (not on Windows)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+Row = namedtuple("Row", "episode length episode_return running_reward seconds")  # an episode of a run
+
+
+# --- How a run is going: why it stops, what could not be written, its exit status ---
+EXIT_STATUS = {"a failed write": 3, "a lost worker": 4, "a closed pipe": 141}  # and a signal's: 128 + its number
+
+
+class Outcome:
+    """How a run, or this worker's part of a sweep, is going: whether to stop after the current step and why (the
+    signal that `stop` caught, else the first other reason given), and the kinds of output that could not be written.
+    Every file is written inside `writing`."""
+
+    def __init__(self, stop):
+        self.stop, self.given, self.failed = stop, None, set()
+
+    @property
+    def reason(self):
+        return signal.Signals(self.stop.signum).name if self.stop.signum else self.given
+
+    def __call__(self, reason):
+        self.given = self.given or reason
+
+    def attach(self, trainer):
+        # Checked after each step, as Engine.run() clears a terminate() called before it.
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def stop_if_asked():
+            if self.reason:
+                trainer.terminate()
+
+    @contextlib.contextmanager
+    def writing(self, kind, path, then=""):
+        """A second signal waits for the block; an OSError in it gets one line naming the file and the OS's reason."""
+        try:
+            with self.stop.deferred():
+                yield
+        except OSError as e:
+            print(f"{PROG}: cannot write {path}: {os_reason(e)}{then}", file=sys.stderr)
+            self.failed.add(kind)
+
+
+def exit_status(reason, failed, otherwise):
+    """The exit status: the stop's, else 3 if an output could not be written, else `otherwise`."""
+    if reason:
+        return 128 + signal.Signals[reason] if reason.startswith("SIG") else EXIT_STATUS[reason]
+    return EXIT_STATUS["a failed write"] if failed else otherwise
+
+
+# --- Files: written whole or not at all ------------------------------------------
+def write_whole(path, write):
+    """Calls write(temporary_path) in path's folder, then renames the result to path. So the file is whole or not
+    there, a file it replaces stays as it was until then, and a failed write leaves no temporary file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{os.path.splitext(name)[1]}")  # ffmpeg reads the end
     try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
+def append_lines(path, lines):
+    """Writes whole lines at the end of the file, or nothing: a failed write is cut back off."""
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    try:
+        with open(path, "a", newline="") as f:
+            f.write("".join(line + "\n" for line in lines))
+    except OSError:
+        if os.path.isfile(path):  # not a device such as /dev/full
+            with contextlib.suppress(OSError):
+                os.truncate(path, size) if size else os.remove(path)
+        raise
+
+
+OS_REASONS = [os.strerror(code) for code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO,
+                                             errno.ENOENT, errno.EROFS, errno.EACCES, errno.EFBIG)]
+
+
+def os_reason(error):
+    """The OS's words for a failed write: its own, or those that ffmpeg's message quotes."""
+    text = error.strerror or str(error).strip() or type(error).__name__
+    return next((reason for reason in OS_REASONS if reason in text), text.splitlines()[-1])
+
+
+class HistoryFile:
+    """The --history CSV, whole rows at a time, so that it is valid however the run ends. The first rows replace the
+    file, with the header; later ones go at its end. A write that fails stops the run, or the sweep."""
+
+    HEADER = "lr,gamma,seed,episode,length,return,running_reward,seconds"
+
+    def __init__(self, path, outcome, then):
+        self.path, self.outcome, self.then, self.started = path, outcome, then, False
+
+    def add(self, rows):
+        if not self.path or "history" in self.outcome.failed:
+            return
+        lines = [",".join(map(str, values)) for values in rows]
+        with self.outcome.writing("history", self.path, self.then):
+            if self.started or os.path.exists(self.path) and not os.path.isfile(self.path):  # such as a device
+                append_lines(self.path, lines if self.started else [self.HEADER, *lines])
+            else:
+                write_whole(self.path, lambda path: append_lines(path, [self.HEADER, *lines]))
+            self.started = True
+        if "history" in self.outcome.failed:
+            self.outcome("a failed write")
+
+
+# --- Recording -----------------------------------------------------------------------
 class ClipRecorder(RecordVideo):
     """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole or not at all and
     prints its path. A clip that cannot be written ends the recording, not the run."""
 
-    def __init__(self, env, video_folder, stop, **kwargs):
+    def __init__(self, env, video_folder, outcome, **kwargs):
         super().__init__(env, video_folder, **kwargs)
-        self.folder_as_given, self.stop = video_folder, stop  # RecordVideo keeps the folder as an absolute path
+        self.folder_as_given, self.outcome = video_folder, outcome  # RecordVideo keeps the folder as an absolute path
 
     def start_recording(self, video_name):
         super().start_recording(video_name)
@@ -439,16 +537,12 @@ class ClipRecorder(RecordVideo):
 
     def stop_recording(self):
         frames, self.recorded_frames, self.recording = self.recorded_frames, [], False
-        if not frames:
-            return
-        try:
-            with signals_deferred():  # ffmpeg inherits the mask, so a terminal's Ctrl-C cannot cut the clip short
+        if frames:
+            with self.outcome.writing("clip", self.clip_path, "; no more clips are recorded"):
                 write_whole(self.clip_path, lambda path: write_clip(path, frames, self.frames_per_sec))
-        except OSError as e:
-            self.stop.write_failed("clip", self.clip_path, e)
+                print(f"Video: {self.clip_path}")
+        if "clip" in self.outcome.failed:
             self.episode_trigger = self.step_trigger = None  # RecordVideo starts no more clips
-        else:
-            print(f"Video: {self.clip_path}")
 
 
 def write_clip(path, frames, fps):
@@ -468,74 +562,13 @@ def write_clip(path, frames, fps):
         writer.close()
 
 
-# --- Writing files whole, and saying why one could not be written --------------------
-def write_whole(path, write):
-    """Calls write(temporary_path) in path's folder, then renames the result to path. So the file is whole or not
-    there, a file it replaces stays as it was until then, and a failed write leaves no temporary file."""
-    folder, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{os.path.splitext(name)[1]}")  # ffmpeg reads the end
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-
-
-def append_lines(path, lines, mode="a"):
-    """Writes whole lines at the end of the file, or nothing: a failed write is cut back off."""
-    size = os.path.getsize(path) if mode == "a" and os.path.isfile(path) else 0
-    try:
-        with open(path, mode, newline="") as f:
-            f.write("".join(line + "\n" for line in lines))
-    except OSError:
-        if os.path.isfile(path):  # not a device such as /dev/full
-            with contextlib.suppress(OSError):
-                os.truncate(path, size) if size else os.remove(path)
-        raise
-
-
-def save_torch(obj, path):
-    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error into its own
-        torch.save(obj, f)
-
-
-OS_REASONS = [os.strerror(code) for code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO,
-                                             errno.ENOENT, errno.EROFS, errno.EACCES, errno.EFBIG)]
-
-
-def os_reason(error):
-    """The OS's words for a failed write: its own, or those that ffmpeg's message quotes."""
-    text = error.strerror or str(error).strip() or type(error).__name__
-    return next((reason for reason in OS_REASONS if reason in text), text.splitlines()[-1])
-
-
-class HistoryFile:
-    """The --history CSV, a whole row at a time, so that it is valid however the run ends. A row that cannot be
-    written ends the run, as a stop does."""
-
-    COLUMNS = ("lr", "gamma", "seed", "episode", "length", "return", "running_reward", "seconds")
-
-    def __init__(self, path, stop):
-        self.path, self.stop = path, stop
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # every check has passed
-            self.write([self.COLUMNS], mode="w")
-
-    def write(self, rows, mode="a"):
-        if self.path and "history" not in self.stop.failed:
-            with self.stop.reporting_write_errors("history", self.path):
-                append_lines(self.path, [",".join(map(str, values)) for values in rows], mode)
-
-
 # --- What a run leaves: its rows, TensorBoard's curves, the checkpoint, the plot, its score --
 class RunOutputs:
-    """What one run records: a row per episode (episode, length, return, running reward, seconds) handed to
-    `send_row`, the curves for TensorBoard, and after training the checkpoint, the plot and the trained agent's score."""
+    """What one run records: a Row per episode, each also handed to `on_row`, the curves for TensorBoard, and after
+    training the plot, the checkpoint and the trained agent's score."""
 
-    def __init__(self, args, run, stop, send_row, video_dir):
-        self.args, self.run, self.stop, self.send_row, self.video_dir = args, run, stop, send_row, video_dir
+    def __init__(self, args, run, outcome, video_dir, on_row=lambda row: None):
+        self.args, self.run, self.outcome, self.video_dir, self.on_row = args, run, outcome, video_dir, on_row
         self.rows, self.tensorboard = [], None
 
     def attach(self, trainer, policy, optimizer):
@@ -545,43 +578,45 @@ class RunOutputs:
             from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
             self.tensorboard = TensorboardLogger(log_dir=os.path.join(self.args.tensorboard, run_name(self.run)),
                                                  flush_secs=5)
-            names = ("length", "return", "running_reward")
-            self.tensorboard.attach(trainer, OutputHandler("episode", output_transform=lambda _: dict(
-                zip(names, self.rows[-1][1:4]))), EPISODE_COMPLETED)
+            self.tensorboard.attach(trainer, OutputHandler("episode", output_transform=lambda _: {
+                "length": self.rows[-1].length, "return": self.rows[-1].episode_return,
+                "running_reward": self.rows[-1].running_reward}), EPISODE_COMPLETED)
         if self.args.save_model:
             directory, name = os.path.split(os.path.abspath(self.args.save_model))
             # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
             info = SimpleNamespace(state_dict=lambda: {"env_id": self.args.env_id, "seed": self.run.seed,
                                                        "episodes": len(self.rows),
                                                        "running_reward": trainer.state.running_reward})
-            # Not Ignite's DiskSaver: it leaves its temporary file behind when closing it fails, as on a full disk.
-            save = lambda checkpoint, filename, metadata: write_whole(os.path.join(directory, filename),  # noqa: E731
-                                                                      lambda path: save_torch(checkpoint, path))
+
+            def save(checkpoint, filename, metadata):  # not Ignite's DiskSaver, which leaves its temporary file
+                def write(path):                       # behind when closing it fails, as on a full disk
+                    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error
+                        torch.save(checkpoint, f)  # into its own
+                write_whole(os.path.join(directory, filename), write)
             self.checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info}, save,
                                          filename_pattern=name.replace("{", "{{").replace("}", "}}"))
 
     def record_episode(self):
         state = self.trainer.state
-        self.rows.append((state.epoch, state.iteration - self.last_iteration, state.ep_reward,
-                          round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
+        self.rows.append(Row(state.epoch, state.iteration - self.last_iteration, state.ep_reward,
+                             round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
         self.last_iteration = state.iteration
-        self.send_row(self.rows[-1])
+        self.on_row(self.rows[-1])
 
     def write_plot_and_checkpoint(self, threshold):
-        args, title = self.args, f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
-        with signals_deferred():  # so that no stop leaves them half-written
-            if args.plot:
-                with self.stop.reporting_write_errors("plot", args.plot):
-                    write_whole(args.plot, lambda path: write_plot(path, self.rows, threshold, title))
-            if args.save_model:
-                with self.stop.reporting_write_errors("checkpoint", args.save_model):
-                    self.checkpoint(self.trainer)
+        if self.args.plot:
+            with self.outcome.writing("plot", self.args.plot):
+                write_whole(self.args.plot, lambda path: write_plot(
+                    path, self.rows, threshold, f"REINFORCE on {self.args.env_id}: {describe(self.run)}"))
+        if self.args.save_model:
+            with self.outcome.writing("checkpoint", self.args.save_model):
+                self.checkpoint(self.trainer)
 
     def score(self):
         """The trained agent in eval mode for --eval-episodes episodes, the first recorded: their (return, length)."""
-        env = agent_env(self.args, self.stop, self.video_dir, "trained-agent", lambda episode: episode == 0)
-        results = [] if self.stop.stopping else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
-                                                         self.args, self.stop)
+        env = agent_env(self.args, self.outcome, self.video_dir, "trained-agent", lambda episode: episode == 0)
+        results = [] if self.outcome.reason else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
+                                                          self.args, self.outcome)
         if self.tensorboard:
             if results:
                 mean = float(np.mean([total for total, _ in results]))
@@ -589,63 +624,66 @@ class RunOutputs:
             self.tensorboard.close()
         return results
 
-    def report(self, threshold):
-        """A single run's ending: the plot, the checkpoint, the trained agent's score, and the exit status."""
-        self.write_plot_and_checkpoint(threshold)
-        results = self.score()
-        if results:
-            print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
-        if self.stop.stopping:
-            return self.stop.exit(f"trained {len(self.rows)} episodes")
-        state = self.trainer.state
-        if is_solved(state.running_reward, state.epoch, threshold):
-            return self.stop.status(0)
-        print(f"Not solved in {state.epoch} episodes (--max-episodes {self.args.max_episodes})")
-        return self.stop.status(1)
 
-
-def write_plot(path, rows, threshold, title):
-    """Episode return and running reward against the episode, as a PNG."""
+def figure(path, title, ylabel, threshold, draw):
+    """A PNG of draw(axes) against the episode, with the reward threshold."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
-    episodes = [row[0] for row in rows]
     fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(episodes, [row[2] for row in rows], color="tab:blue", alpha=0.35, lw=0.8, label="episode return")
-    ax.plot(episodes, [row[3] for row in rows], color="tab:orange", lw=2, label="running reward")
+    draw(ax)
     if threshold is not None:
         ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
-    solved = next((row[0] for row in rows if is_solved(row[3], row[0], threshold)), None)
-    if solved is not None:
-        ax.axvline(solved, color="tab:green", ls=":", lw=1.5, label=f"solved at episode {solved}")
-    ax.set(title=title, xlabel="episode", ylabel="reward")
+    ax.set(title=title, xlabel="episode", ylabel=ylabel)
     ax.legend(loc="lower right")
     fig.savefig(path, format="png")
 
 
-def train_and_report(args, stop):
-    """A single run, and everything it leaves."""
+def write_plot(path, rows, threshold, title):
+    """Episode return and running reward against the episode."""
+    def draw(ax):
+        episodes = [row.episode for row in rows]
+        ax.plot(episodes, [row.episode_return for row in rows], color="tab:blue", alpha=0.35, lw=0.8,
+                label="episode return")
+        ax.plot(episodes, [row.running_reward for row in rows], color="tab:orange", lw=2, label="running reward")
+        solved = next((row.episode for row in rows if is_solved(row.running_reward, row.episode, threshold)), None)
+        if solved is not None:
+            ax.axvline(solved, color="tab:green", ls=":", lw=1.5, label=f"solved at episode {solved}")
+    figure(path, title, "reward", threshold, draw)
+
+
+def train_and_report(args, outcome):
+    """A single run, everything it leaves, and its exit status."""
     run = Run(args.lr[0], args.gamma[0], args.seed)
     env = make_env(args.env_id)
     threshold = env.spec.reward_threshold
     if args.render:
-        env = wrap_env(env, args.video_dir, stop)
-    history = HistoryFile(args.history, stop)
-    outputs = RunOutputs(args, run, stop, lambda row: history.write([(*run, *row)]), args.video_dir)
-    train(env, run, args, stop, outputs.attach)
-    return outputs.report(threshold)
+        env = wrap_env(env, args.video_dir, outcome)
+    history = HistoryFile(args.history, outcome, "; the run stops")
+    outputs = RunOutputs(args, run, outcome, args.video_dir, lambda row: history.add([(*run, *row)]))
+    state = train(env, run, args, outcome, outputs.attach)[0].state
+    outputs.write_plot_and_checkpoint(threshold)
+    results = outputs.score()
+    if results:
+        print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
+    solved = is_solved(state.running_reward, state.epoch, threshold)
+    if outcome.reason:
+        print(f"Stopped by {outcome.reason}: trained {len(outputs.rows)} episodes")
+    elif not solved:
+        print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
+    return exit_status(outcome.reason, outcome.failed, 0 if solved else 1)
 
 
 # --- Evaluation: the trained agent and --play, recorded and watched ------------------
-def agent_env(args, stop, video_dir, name_prefix, episode_trigger, env=None):
+def agent_env(args, outcome, video_dir, name_prefix, episode_trigger, env=None):
     """An env for the trained agent, recording the episodes of episode_trigger and with --watch in a window."""
     env = env or make_env(args.env_id)
-    if args.render and "clip" not in stop.failed:
-        env = wrap_env(env, video_dir, stop, name_prefix=name_prefix, episode_trigger=episode_trigger)
+    if args.render and "clip" not in outcome.failed:
+        env = wrap_env(env, video_dir, outcome, name_prefix=name_prefix, episode_trigger=episode_trigger)
     return HumanRendering(env) if args.watch else env  # a window, at the env's frame rate
 
 
-def evaluate(policy, env, episodes, seed, args, stop):
-    """Plays the policy in eval mode (no dropout). Returns the finished episodes' (return, length)."""
+def evaluate(policy, env, episodes, seed, args, outcome):
+    """Plays the policy in eval mode (no dropout) until a stop. Returns the finished episodes' (return, length)."""
     if args.watch:
         import pygame  # HumanRendering draws with it, and a closed window leaves a QUIT event
     seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
@@ -656,7 +694,7 @@ def evaluate(policy, env, episodes, seed, args, stop):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
             total, length, done = 0.0, 0, False
-            while not (done or stop.stopping or args.watch and pygame.event.peek(pygame.QUIT)):
+            while not (done or outcome.reason or args.watch and pygame.event.peek(pygame.QUIT)):
                 observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
                 total, length, done = total + reward, length + 1, terminated or truncated
             del policy.saved_log_probs[:]
@@ -689,242 +727,238 @@ def load_checkpoint(path):
     return env, policy
 
 
-def play(args, env, policy, stop):
-    env = agent_env(args, stop, args.video_dir, "play", lambda episode: True, env)
-    results = evaluate(policy, env, args.eval_episodes, args.seed, args, stop)
+def play(args, env, policy, outcome):
+    env = agent_env(args, outcome, args.video_dir, "play", lambda episode: True, env)
+    results = evaluate(policy, env, args.eval_episodes, args.seed, args, outcome)
     if results:
         print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
-    return stop.exit(f"played {len(results)} of {args.eval_episodes} episodes") if stop.stopping else stop.status(0)
+    if outcome.reason:
+        print(f"Stopped by {outcome.reason}: played {len(results)} of {args.eval_episodes} episodes")
+    return exit_status(outcome.reason, outcome.failed, 0)
 
 
-# --- Many seeds and settings: a sweep on the workers of ignite.distributed -----------
-EXIT_WORKER_LOST = 4
-LOST_AFTER = 10  # seconds without a word from a worker that has not said goodbye
+# --- Many seeds and settings: a sweep of workers that share a store ------------------
+LOST_AFTER = 20  # seconds: a worker on another torchrun node whose heartbeat stops for this long is lost
 
 
-def sweep(args, stop):
-    """Trains every setting with every seed on --workers processes of ignite.distributed, or on those that torchrun
-    started. The first worker prints a line as each run finishes, and the summary; the others print nothing."""
+class Hub:
+    """A worker's end of the sweep's store: a TCPStore that the first worker hosts for those it spawns, torchrun's
+    own (its keys apart per run and restart), or with one worker a HashStore. The protocol, key by key:
+
+    "next run"  every worker: add("next run", 1) - 1 is the run it takes next, while there is one.
+    "messages"  every worker: a queue of JSON objects with the sender's "rank", which the first worker follows:
+                {"start": i} as it takes run i, {"done": i, "result": ..., "rows": [...]} as it finishes it, and
+                {"bye": [kinds of output it could not write]} as it takes no more. The first worker adds {"lost": how}
+                for a spawned worker that ended without a goodbye.
+    "beat R"    worker R's thread adds 1 every second, however busy R is; under torchrun the first worker watches it.
+    "stop"      whoever stops first: why ("SIGINT", "a failed write", ...). Every worker stops after its current step.
+    "finished"  the first worker: the sweep's exit status, once every worker has said goodbye or is lost. Under
+                torchrun every worker exits with it.
+    """
+
+    def __init__(self, store, rank, world_size):
+        self.store, self.rank, self.world_size = store, rank, world_size
+
+    def tell(self, **message):
+        self.store.queue_push("messages", json.dumps({"rank": self.rank, **message}))
+
+    def agree_on_stop(self, reason):
+        """Gives this worker's reason to stop, unless one came first; returns the sweep's, if any."""
+        if reason:
+            self.store.compare_set("stop", "", reason)
+        return self.store.get("stop").decode() if self.store.check(["stop"]) else None
+
+
+def sweep(args, outcome):
+    """Trains every setting with every seed on the workers, this process the first of them: --workers in all, or those
+    that torchrun starts. The first worker prints a line as each run finishes, and the summary."""
     runs = [Run(lr, gamma, seed) for lr in args.lr for gamma in args.gamma for seed in args.seeds]
     setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)  # as Ignite's docs show
     if "TORCHELASTIC_RUN_ID" in os.environ:  # every process of torchrun is a worker
-        with idist.Parallel(backend="gloo") as parallel:
-            parallel.run(sweep_process, args, runs)
-        return 0
+        with idist.Parallel(backend="gloo"):
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+            keys = f"reinforce_cartpole/{os.environ['TORCHELASTIC_RUN_ID']}/{os.environ['TORCHELASTIC_RESTART_COUNT']}"
+            hub = Hub(dist.PrefixStore(keys, store), idist.get_rank(), idist.get_world_size())
+            return take_part(args, runs, hub, outcome, under_torchrun=True)
     if args.workers == 1:
-        return sweep_worker(0, args, runs)  # no process group
+        return take_part(args, runs, Hub(dist.HashStore(), 0, 1), outcome)
+    hub = Hub(dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False), 0, args.workers)
+    spawner = threading.Thread(target=spawn_workers, args=(args, runs, hub))
+    spawner.start()  # the others start while this one trains
+    status = take_part(args, runs, hub, outcome)
+    spawner.join()
+    return status
+
+
+def spawn_workers(args, runs, hub):
+    """Starts workers 1 and up with ignite.distributed, and tells the first worker of each that ends without a goodbye.
+    From a thread that holds SIGINT and SIGTERM, which each worker inherits and holds until it has its handlers (as
+    CPython starts its resource tracker, bpo-33613): a Ctrl-C while they start is one like any other."""
+    multiprocessing.resource_tracker.ensure_running()  # started later, it would let the two signals through
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # its "Terminating process" lines
-    if hasattr(os, "setsid"):
-        stop.forward = lambda signum: [os.kill(child.pid, signum) for child in multiprocessing.active_children()]
-    try:
-        with idist.Parallel(backend="gloo", nproc_per_node=args.workers, master_addr="127.0.0.1",
-                            master_port=free_port()) as parallel:
-            parallel.run(sweep_process, args, runs, True)
-    except ProcessExitedException as e:
-        return e.exit_code if e.error_index == 0 and e.exit_code > 0 else EXIT_WORKER_LOST
-    return 0
-
-
-def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        group_port = s.getsockname()[1]
+    how = {}
+    try:
+        with idist.Parallel(backend="gloo", nproc_per_node=hub.world_size - 1, master_addr="127.0.0.1",
+                            master_port=group_port) as parallel:
+            parallel.run(sweep_process, args, runs, hub.store.port)
+    except ProcessExitedException as e:  # spawn has ended the others with SIGTERM
+        how[e.error_index + 1] = f"ended by {e.signal_name}" if e.signal_name else f"exit status {e.exit_code}"
+    except ProcessRaisedException as e:
+        how[e.error_index + 1] = f"it raised {str(e).strip().splitlines()[-1]}"
+    finally:  # the one that ended first is named first; one that said goodbye is not lost
+        for rank in sorted(range(1, hub.world_size), key=lambda rank: rank not in how):
+            hub.tell(rank=rank, lost=how.get(rank, "ended by spawn, as another worker had"))
 
 
-def sweep_process(local_rank, args, runs, spawned=False):
-    """A worker in a process of its own: its exit status is the sweep's."""
-    if spawned and hasattr(os, "setsid"):
-        os.setsid()  # out of the terminal's process group: a signal reaches it once, through the launcher
-    status = sweep_worker(local_rank, args, runs)
-    if status:
-        sys.exit(status)
-
-
-def sweep_worker(local_rank, args, runs):
-    """Takes runs from the sweep's queue until none is left or the sweep stops. The first worker also follows the
-    others as they report, writes --history and --plot, prints the summary, and returns the exit status."""
+def sweep_process(local_rank, args, runs, port):
+    """A spawned worker, rank 1 and up."""
     quiet_known_warnings()
     torch.set_num_threads(1)
-    hub = Hub(idist.get_rank())
-    with Stop() as stop:
-        report = SweepReport(args, runs, hub, stop) if hub.rank == 0 else None
-        try:
-            while not stop.stopping and (index := hub.next_run()) < len(runs):
-                hub.send("start", index)
-                result = sweep_run(args, runs, index, hub, stop)
-                if result:
-                    hub.send("done", index, result)
-            if stop.stopping:
-                hub.ask_to_stop()
-            hub.send("bye")
-            return report.finish() if report else hub.wait_for_the_end()
-        except dist.DistError as e:  # the store went away with the first worker
-            print(f"{PROG}: worker {hub.rank} lost the first worker ({str(e).splitlines()[0]})", file=sys.stderr)
-            return EXIT_WORKER_LOST
+    with Stop(quiet=True) as stop:
+        hub = Hub(dist.TCPStore("127.0.0.1", port, is_master=False), local_rank + 1, args.workers)
+        take_part(args, runs, hub, Outcome(stop))
 
 
-def sweep_run(args, runs, index, hub, stop):
-    """One run of the sweep, as --seed would train it, its rows sent on as they come. Returns its result, or None if
-    the sweep stopped first."""
-    run = runs[index]
+def take_part(args, runs, hub, outcome, under_torchrun=False):
+    """This worker's part: it trains runs until none is left or the sweep stops. The first worker follows the sweep
+    meanwhile and returns its exit status; the others keep in touch, and under torchrun exit with that status too."""
+    report = SweepReport(args, runs, hub, outcome, under_torchrun) if hub.rank == 0 else None
+    if not report:
+        threading.Thread(target=keep_in_touch, args=(hub, outcome), daemon=True).start()
+    try:
+        while not outcome.reason and (index := hub.store.add("next run", 1) - 1) < len(runs):
+            hub.tell(start=index)
+            finished = sweep_run(args, runs[index], outcome)
+            if finished:
+                hub.tell(done=index, **finished)
+        hub.tell(bye=sorted(outcome.failed))
+        if report:
+            return report.finish()
+        if not under_torchrun:
+            return 0  # a spawned worker: the first one hears of everything
+        while not hub.store.check(["finished"]):
+            time.sleep(0.1)
+        return int(hub.store.get("finished"))
+    except dist.DistError as e:  # the store's host has gone: the first worker, or torchrun on the first node
+        if not outcome.reason:
+            print(f"{PROG}: worker {hub.rank} lost the sweep's store ({str(e).splitlines()[0]})", file=sys.stderr)
+        return exit_status(outcome.reason or "a lost worker", outcome.failed, 0)
+
+
+def keep_in_touch(hub, outcome):
+    """A worker's thread, beside its training: tells the sweep of this worker's signal, stops the worker when the sweep
+    stops, and beats every second, however busy the worker is."""
+    with contextlib.suppress(dist.DistError):  # the worker hears of that itself
+        for tick in itertools.count():
+            outcome(hub.agree_on_stop(outcome.reason))
+            if tick % 5 == 0:
+                hub.store.add(f"beat {hub.rank}", 1)
+            time.sleep(0.2)
+
+
+def sweep_run(args, run, outcome):
+    """One run of the sweep, as --seed would train it: its result and rows, or None if the sweep stopped first."""
     env = make_env(args.env_id)
     threshold = env.spec.reward_threshold
     video_dir = os.path.join(args.video_dir, run_name(run))  # a folder per run: no two write the same clip
     if args.render:
-        env = wrap_env(env, video_dir, stop)
-    rows = RowSender(hub, index, stop)
-    outputs = RunOutputs(args, run, stop, rows.add, video_dir)
+        env = wrap_env(env, video_dir, outcome)
+    outputs = RunOutputs(args, run, outcome, video_dir)
     with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
-        state = train(env, run, args, stop, outputs.attach)[0].state
-        rows.send()
+        state = train(env, run, args, outcome, outputs.attach)[0].state
         results = outputs.score()
-    if stop.stopping:
+    if outcome.reason:
         return None
-    return {"episodes": state.epoch, "solved": is_solved(state.running_reward, state.epoch, threshold),
-            "score": float(np.mean([total for total, _ in results]))}
-
-
-class RowSender:
-    """Sends a run's rows on to the first worker a few times a second, not at each of its many short episodes, and
-    stops the run when the sweep stops."""
-
-    EVERY = 0.25  # seconds
-
-    def __init__(self, hub, index, stop):
-        self.hub, self.index, self.stop, self.rows, self.due = hub, index, stop, [], time.monotonic() + self.EVERY
-
-    def add(self, row):
-        self.rows.append(row)
-        if time.monotonic() >= self.due:
-            self.send()
-
-    def send(self):
-        if self.rows:
-            self.hub.send("rows", self.index, self.rows)
-        self.rows, self.due = [], time.monotonic() + self.EVERY
-        self.stop.halted = self.stop.halted or self.hub.asked_to_stop()
-
-
-class Hub:
-    """How the workers share the sweep's runs and tell the first worker what they do: through a key-value store of
-    torch.distributed, the process group's own (a TCPStore that every worker reaches at MASTER_ADDR and MASTER_PORT),
-    or with no process group one in this process."""
-
-    def __init__(self, rank):
-        self.rank, self.world_size = rank, idist.get_world_size()
-        self.sent, self.received = 0, [0] * self.world_size
-        if self.world_size == 1:
-            self.store = dist.HashStore()
-        else:
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
-            self.store = dist.PrefixStore("reinforce_cartpole", store)
-
-    def next_run(self):
-        return self.store.add("next run", 1) - 1
-
-    def send(self, kind, *data):
-        """A message numbered in this worker's order, counted only once it is there to be read."""
-        self.sent += 1
-        self.store.set(f"message {self.rank} {self.sent}", json.dumps([kind, self.rank, *data]))
-        self.store.add(f"sent by {self.rank}", 1)
-
-    def receive(self):
-        for rank in range(self.world_size):
-            while self.received[rank] < self.store.add(f"sent by {rank}", 0):
-                self.received[rank] += 1
-                key = f"message {rank} {self.received[rank]}"
-                yield json.loads(self.store.get(key))
-                self.store.delete_key(key)
-
-    def ask_to_stop(self):
-        self.store.set("stop", "")
-
-    def asked_to_stop(self):
-        return self.store.check(["stop"])
-
-    def wait_for_the_end(self):
-        """The other workers wait until the first one is done, as it may host the store."""
-        while not self.store.check(["finished"]):
-            time.sleep(0.1)
-        self.store.add("left", 1)
-        return 0
-
-    def finish(self, workers_left):
-        self.store.set("finished", "")
-        deadline = time.monotonic() + LOST_AFTER
-        while self.store.add("left", 0) < workers_left and time.monotonic() < deadline:
-            time.sleep(0.05)
+    return {"result": {"episodes": state.epoch, "solved": is_solved(state.running_reward, state.epoch, threshold),
+                       "score": float(np.mean([total for total, _ in results]))}, "rows": outputs.rows}
 
 
 class SweepReport:
-    """The first worker's account of the sweep, kept by a thread as the workers report: the --history rows, a line as
-    each run finishes or a worker is lost, and at the end the summary and the --plot."""
+    """The first worker's account of the sweep, kept by a thread as messages come: each finished run's line and
+    --history rows, the stop between this process and the others, and lost workers. At the end the summary, the
+    --plot and the exit status."""
 
-    def __init__(self, args, runs, hub, stop):
-        self.args, self.runs, self.hub, self.stop, self.out = args, runs, hub, stop, sys.stdout
-        self.history = HistoryFile(args.history, stop)
-        self.rows, self.results, self.doing, self.lost, self.left = [[] for _ in runs], {}, {}, {}, set()
-        self.started = time.monotonic()
-        self.heard = dict.fromkeys(range(hub.world_size), self.started)
+    def __init__(self, args, runs, hub, outcome, watch_heartbeats):
+        self.args, self.runs, self.hub, self.outcome = args, runs, hub, outcome
+        self.out, self.started = sys.stdout, time.monotonic()  # not a run's redirected stdout
+        self.history = HistoryFile(args.history, outcome, "; the sweep stops")
+        self.results, self.doing, self.left, self.lost, self.failed = {}, {}, set(), {}, set()
+        self.beats = {rank: (0, self.started) for rank in range(1, hub.world_size)} if watch_heartbeats else {}
         self.thread = threading.Thread(target=self.follow, daemon=True)
         self.thread.start()
 
     def follow(self):
-        while len(self.left) + len(self.lost) < len(self.heard):
-            for kind, rank, *data in self.hub.receive():
-                self.heard[rank] = time.monotonic()
-                getattr(self, f"on_{kind}")(rank, *data)
-            for rank, heard in self.heard.items():
-                if rank not in self.left and rank not in self.lost and time.monotonic() - heard > LOST_AFTER:
-                    self.on_lost(rank)
-            if self.stop.stopping:
-                self.hub.ask_to_stop()
-            time.sleep(0.05)
+        with contextlib.suppress(dist.DistError):  # torchrun's store has gone: the worker hears of that itself
+            while len(self.left) + len(self.lost) < self.hub.world_size:
+                while self.hub.store.queue_len("messages"):  # only the first worker takes from it
+                    self.receive(**json.loads(self.hub.store.queue_pop("messages")))
+                self.watch_heartbeats()
+                self.outcome(self.hub.agree_on_stop(self.outcome.reason))
+                time.sleep(0.1)
 
-    def on_start(self, rank, index):
-        self.doing[rank] = index
+    def receive(self, rank, start=None, done=None, result=None, rows=(), bye=None, lost=None):
+        if start is not None:
+            self.doing[rank] = start
+        if done is not None:
+            self.doing.pop(rank, None)
+            self.finished(done, {**result, "rows": [Row(*row) for row in rows]})
+        if bye is not None:
+            self.left.add(rank)
+            self.failed.update(bye)
+        if lost is not None and rank not in self.left and rank not in self.lost:
+            self.lose(rank, lost)
 
-    def on_rows(self, rank, index, rows):
-        self.rows[index] += rows
-        self.history.write([(*self.runs[index], *row) for row in rows])
-
-    def on_done(self, rank, index, result):
+    def finished(self, index, result):
         self.results[index] = result
-        self.doing.pop(rank, None)
+        self.history.add([(*self.runs[index], *row) for row in result["rows"]])
         done, total = len(self.results), len(self.runs)
-        left = (time.monotonic() - self.started) / done * (total - done)
         outcome = "solved in" if result["solved"] else "not solved in"
         print(f"[{done}/{total}] {describe(self.runs[index])}: {outcome} {result['episodes']} episodes, trained agent "
-              f"{result['score']:.1f}; about {left / 60:.0f} min {left % 60:02.0f} s left", file=self.out, flush=True)
+              f"{result['score']:.1f}; {time_left((time.monotonic() - self.started) / done * (total - done))}",
+              file=self.out)
 
-    def on_bye(self, rank):
-        self.left.add(rank)
-        self.doing.pop(rank, None)
+    def watch_heartbeats(self):
+        """Under torchrun, a worker on another node whose heartbeat stops, and that has not said goodbye, is lost."""
+        for rank, (count, since) in self.beats.items():
+            if rank not in self.left and rank not in self.lost:
+                if (beats := self.hub.store.add(f"beat {rank}", 0)) != count:
+                    self.beats[rank] = (beats, time.monotonic())
+                elif time.monotonic() - since > LOST_AFTER:
+                    self.lose(rank, f"no heartbeat for {LOST_AFTER} s")
 
-    def on_lost(self, rank):
+    def lose(self, rank, how):
         index = self.lost[rank] = self.doing.pop(rank, None)
         lost = f" while it trained {describe(self.runs[index])}: that run is lost" if index is not None else ""
-        print(f"{PROG}: worker {rank} went silent for {LOST_AFTER} s{lost}; the sweep stops", file=sys.stderr)
-        self.hub.ask_to_stop()
+        print(f"{PROG}: worker {rank} was lost ({how}){lost}; the sweep stops", file=sys.stderr)
+        self.outcome("a lost worker")
 
     def finish(self):
         self.thread.join()
-        threshold = gym.spec(self.args.env_id).reward_threshold
         for line in summary_lines(self.runs, self.results, self.args.max_episodes):
             print(line, file=self.out)
-        if self.args.plot:
-            finished = sorted(self.results)
-            with signals_deferred(), self.stop.reporting_write_errors("plot", self.args.plot):
+        finished = sorted(self.results)
+        if self.args.plot and finished:
+            with self.outcome.writing("plot", self.args.plot):
                 write_whole(self.args.plot, lambda path: write_sweep_plot(
-                    path, [self.runs[i] for i in finished], [self.rows[i] for i in finished], threshold,
+                    path, [self.runs[i] for i in finished], [self.results[i]["rows"] for i in finished],
+                    gym.spec(self.args.env_id).reward_threshold,
                     f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
-        self.hub.finish(len(self.heard) - 1 - len(self.lost))
-        if len(self.results) == len(self.runs):
-            return self.stop.status(0)
-        cause = ("a lost worker" if self.lost else signal.Signals(self.stop.signum).name if self.stop.signum
-                 else "a failed write" if self.stop.failed else "an error")
-        print(f"Stopped by {cause}: {len(self.results)} of {len(self.runs)} runs finished", file=self.out)
-        return EXIT_WORKER_LOST if self.lost else self.stop.exit_status()
+        reason = "a lost worker" if self.lost else self.outcome.reason  # not spawn's SIGTERM to the others
+        if reason:
+            print(f"Stopped by {reason}: {len(finished)} of {len(self.runs)} runs finished", file=self.out)
+        status = exit_status(reason, self.failed | self.outcome.failed, 0)
+        self.hub.store.set("finished", str(status))
+        return status
+
+
+def time_left(seconds):
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"about {minutes} min {seconds:02d} s left"
 
 
 def median_interval(values, resamples=10_000):
@@ -957,93 +991,95 @@ def summary_lines(runs, results, max_episodes):
 def write_sweep_plot(path, runs, rows, threshold, title):
     """The running reward against the episode: a thin line per run, and each setting's median in bold, which holds a
     run that has ended at its last value."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    settings = list(dict.fromkeys((run.lr, run.gamma) for run in runs))
-    for color, (lr, gamma) in zip(itertools.cycle(f"C{i}" for i in range(10)), settings):
-        curves = [[row[3] for row in rows[i]] for i, run in enumerate(runs) if (run.lr, run.gamma) == (lr, gamma)]
-        for curve in curves:
-            ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, lw=0.8)
-        longest = max(map(len, curves))
-        median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
-        ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
-                label=f"lr {lr:g}, gamma {gamma:g}: median of {len(curves)} seeds")
-    if threshold is not None:
-        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
-    ax.set(title=title, xlabel="episode", ylabel="running reward")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.savefig(path, format="png")
+    def draw(ax):
+        settings = dict.fromkeys((run.lr, run.gamma) for run in runs)
+        for color, (lr, gamma) in zip(itertools.cycle(f"C{i}" for i in range(10)), settings):
+            curves = [[row.running_reward for row in rows[i]] for i, run in enumerate(runs) if run[:2] == (lr, gamma)]
+            for curve in curves:
+                ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, lw=0.8)
+            longest = max(map(len, curves))
+            median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
+            ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
+                    label=f"lr {lr:g}, gamma {gamma:g}: median of {len(curves)} seeds")
+        ax.grid(alpha=0.3)
+    figure(path, title, "running reward", threshold, draw)
 
 
-# --- Signals and the entry point -----------------------------------------------------
-EXIT_WRITE_FAILED = 3
+# --- Signals, a closed output, and the entry point ------------------------------------
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Stop:
-    """What ends a run early, and so its exit status. SIGINT (Ctrl-C) or SIGTERM stops it after the current step,
-    and a second one at once. An output that cannot be written is named in one line: a clip ends the recording,
-    the history ends the run after the current step, and the plot and the checkpoint are written last anyway."""
+    """SIGINT (Ctrl-C) and SIGTERM. The first is kept, for the run to stop after its current step; a second exits at
+    once, though never in the middle of a file being written (`deferred`)."""
 
-    signum = None  # the first signal that came
-    halted = False  # stopped otherwise: by a history row that could not be written, or by the sweep
-    forward = None  # a launcher passes signals on to its workers
-
-    def __init__(self):
-        self.failed = set()  # the kinds of output that could not be written
-
-    @property
-    def stopping(self):
-        return self.signum is not None or self.halted
+    def __init__(self, quiet=False):
+        self.signum, self.quiet, self.exit_pending, self.writing = None, quiet, None, threading.Lock()
 
     def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.previous = {signum: signal.signal(signum, self.handle) for signum in SIGNALS}
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a spawned worker starts with them held
         return self
 
     def __exit__(self, *exc):
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
-    def attach(self, trainer):
-        # Checked after each step, as Engine.run() clears a terminate() called before it.
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def stop_if_asked():
-            if self.stopping:
-                trainer.terminate()
-
     def handle(self, signum, frame):
-        if self.forward:
-            self.forward(signum)
-        if self.signum is not None:  # the second: exit now, leaving the run's remaining outputs unwritten
-            with contextlib.suppress(OSError):  # not print(): the main code may be in the middle of one
-                os.write(sys.stdout.fileno(), f"Stopped at once by a second {signal.Signals(signum).name}\n".encode())
-            os._exit(128 + signum)
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+            return
+        self.exit_pending = 128 + signum, f"Stopped at once by a second {signal.Signals(signum).name}\n"
+        if self.writing.acquire(blocking=False):  # else the file being written is finished first
+            self.exit_now()
 
-    def write_failed(self, kind, path, error):
-        then = {"clip": "; no more clips are recorded", "history": "; the run stops"}.get(kind, "")
-        print(f"{PROG}: cannot write {path}: {os_reason(error)}{then}", file=sys.stderr)
-        self.failed.add(kind)
-        self.halted = self.halted or kind == "history"
+    def exit_now(self):
+        status, message = self.exit_pending
+        if not self.quiet:
+            with contextlib.suppress(OSError):  # not print(): the main code may be in the middle of one
+                os.write(sys.stdout.fileno(), message.encode())
+        os._exit(status)
 
     @contextlib.contextmanager
-    def reporting_write_errors(self, kind, path):
+    def deferred(self):
+        """Holds a second signal's exit until the block is done, one file at a time. The thread holds the signals
+        too, so that ffmpeg, which inherits that, is not cut short by a terminal's Ctrl-C."""
+        with self.writing:
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+            try:
+                yield
+            finally:
+                if held is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if self.exit_pending and self.writing.acquire(blocking=False):  # else another thread's file comes first
+            self.exit_now()
+
+
+class WatchedOutput:
+    """Standard output, except that a reader that goes away (as after `| head`) stops the run, or the sweep: one line
+    on stderr and the rest of the output to the null device, instead of a BrokenPipeError from the next print."""
+
+    def __init__(self, stream, outcome):
+        self.stream, self.outcome = stream, outcome
+
+    def write(self, text):
+        self.guarded(self.stream.write, text)
+        return len(text)
+
+    def flush(self):
+        self.guarded(self.stream.flush)
+
+    def guarded(self, call, *args):
         try:
-            yield
-        except OSError as e:
-            self.write_failed(kind, path, e)
+            call(*args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            print(f"{PROG}: the output was closed, as `| head` closes it: stopping", file=sys.stderr)
+            self.outcome("a closed pipe")
 
-    def status(self, otherwise):
-        return EXIT_WRITE_FAILED if self.failed else otherwise
-
-    def exit_status(self):
-        return 128 + self.signum if self.signum is not None else EXIT_WRITE_FAILED
-
-    def exit(self, what):
-        cause = signal.Signals(self.signum).name if self.signum is not None else "a failed write"
-        print(f"Stopped by {cause}: {what}")
-        return self.exit_status()
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def quiet_known_warnings():
@@ -1061,20 +1097,23 @@ def main(argv=None):
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    for path in (args.history, args.plot, args.save_model):  # every check has passed: their folders
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # One thread: tensors this small gain nothing from sharing, and a thread team stalls when another process is busy.
     torch.set_num_threads(1)
-    with Stop() as stop:
-        if args.play:
-            return play(args, *checkpoint, stop)
-        if args.seeds is not None:
-            return sweep(args, stop)
-        return train_and_report(args, stop)
+    stdout = sys.stdout
+    with Stop(quiet=os.environ.get("RANK", "0") != "0") as stop:  # under torchrun the first worker speaks
+        outcome = Outcome(stop)
+        sys.stdout = WatchedOutput(stdout, outcome)
+        try:
+            if args.play:
+                return play(args, *checkpoint, outcome)
+            return sweep(args, outcome) if args.seeds is not None else train_and_report(args, outcome)
+        finally:
+            sys.stdout = stdout
 
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, even through a pipe
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # the reader of our output went away, as with `| head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
+    sys.exit(main())

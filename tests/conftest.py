@@ -76,6 +76,30 @@ def episode_lines(output):
     return [line for line in output.splitlines() if line.startswith("Episode ")]
 
 
+# --- A small disk that fills (Linux, as root) ----------------------------------------
+PAGE = 4096  # tmpfs counts whole pages
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A filesystem of 4 pages that the test fills as it needs."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={4 * PAGE}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def leave_free(disk, pages):
+    """Fills the disk but for `pages` pages."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * (free - pages * PAGE))
+    assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize == pages * PAGE
+
+
 # --- One train-until-solved run, shared by the tests that read what it leaves --------------
 # It is the longest thing the suite does, so it starts in the background as soon as the tests
 # are collected, and the tests that need it run last.

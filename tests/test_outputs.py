@@ -36,7 +36,8 @@ def test_training_and_the_trained_agent_are_recorded(recorded_run):
 
 
 def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
-    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", rc.Stop(), episode_trigger=lambda episode: True)
+    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", rc.Outcome(rc.Stop()),
+                      episode_trigger=lambda episode: True)
     env.reset(seed=3)
     for step in range(20):
         env.step(step % 2)
@@ -57,6 +58,17 @@ def test_the_history_has_one_row_per_episode(solved_run):
     assert float(rows[-1]["running_reward"]) > 195
     seconds = [float(row["seconds"]) for row in rows]
     assert seconds == sorted(seconds)
+
+
+def test_outputs_go_into_folders_that_do_not_exist_yet(tmp_path, capsys):
+    # Each is created once every check has passed, as --history's always was; a run that cannot start creates none.
+    plot, model, history = tmp_path / "plots" / "curve.png", tmp_path / "models" / "policy.pt", tmp_path / "runs" / "h.csv"
+    assert rc.main(["--no-render", "--max-episodes", "2", "--plot", str(plot), "--save-model", str(model),
+                    "--history", str(history)]) == 1
+    assert capsys.readouterr().err == ""
+    with Image.open(plot) as image:
+        assert image.format == "PNG"
+    assert torch.load(model, weights_only=True)["info"]["episodes"] == len(history_rows(history)) == 2
 
 
 def test_the_plot_is_a_png(solved_run):

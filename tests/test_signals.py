@@ -44,6 +44,7 @@ def assert_every_file_whole(folder):
     no stray temporary files."""
     from PIL import Image
     for path in folder.rglob("*"):
+        assert ".tmp" not in path.name, f"a temporary file is left: {path}"
         if path.suffix == ".mp4":
             assert decoded_frames(path)[1] > 0, path
         elif path.suffix == ".png":
@@ -91,12 +92,14 @@ def test_a_signal_that_comes_before_the_run_starts_stops_it_within_a_step(tmp_pa
 
     monkeypatch.setattr(rc, "create_trainer", create_trainer_then_sigterm)
     history = tmp_path / "history.csv"
+    history.write_text("from an earlier run\n")
     code = rc.main(["--no-render", "--max-episodes", "60", "--history", str(history), "--save-model",
                     str(tmp_path / "policy.pt")])
     out = capsys.readouterr().out
     assert code == 143 and "Stopped by SIGTERM: trained 0 episodes" in out
     assert "\n\titeration: 1\n" in out, "one step, then the stop"
-    assert history_episodes(history) == [] and (tmp_path / "policy.pt").exists()
+    assert (tmp_path / "policy.pt").exists()
+    assert history.read_text() == "from an earlier run\n", "no episode ended, so the file it would replace stays"
 
 
 def test_a_second_ctrl_c_stops_at_once_leaving_only_whole_files(tmp_path):
@@ -148,12 +151,33 @@ def test_ctrl_c_while_the_modules_import_ends_the_process_quietly():
     assert child.returncode == -signal.SIGINT and out == "" and err == ""
 
 
-def test_a_closed_pipe_ends_the_run_quietly():
+def test_a_closed_pipe_stops_the_run_with_one_line_and_finishes_its_outputs(tmp_path):
     # As `python reinforce_cartpole.py | head -2` does: the reader goes away after two lines.
-    child = start("--no-render", "--log-interval", 1)
+    child = start("--log-interval", 1, "--video-dir", tmp_path / "video", "--plot", tmp_path / "curve.png")
     lines = [child.stdout.readline() for _ in range(2)]
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
     with child.stderr:
-        assert child.stderr.read() == "" and all(line.startswith("Episode ") for line in lines)
+        assert child.stderr.read() == "reinforce_cartpole.py: the output was closed, as `| head` closes it: stopping\n"
+    assert lines[0].startswith("Episode 1\t")
+    assert (tmp_path / "curve.png").exists() and os.listdir(tmp_path / "video"), "the stop finished the outputs"
+    assert_every_file_whole(tmp_path)
 
+
+def test_a_second_ctrl_c_waits_for_the_file_being_written_whatever_thread_it_reaches(tmp_path):
+    # TensorBoard's writer is a thread that does not hold the signals while a clip is written, so the kernel hands
+    # them to it; Python still runs the handler in the main thread, in the middle of the write.
+    video_dir = tmp_path / "video"
+    child = start("--seed", 7, "--log-interval", 1, "--video-dir", video_dir, "--tensorboard", tmp_path / "runs")
+    assert child.stdout.readline().startswith("Episode 1\t")
+    child.send_signal(signal.SIGINT)  # to the process alone, as to torchrun's workers: ffmpeg goes on
+    deadline = time.monotonic() + PATIENCE
+    while not any(".tmp" in name for name in os.listdir(video_dir)):  # the clip in progress, or the one before
+        assert time.monotonic() < deadline and child.poll() is None, "no clip was being written"
+        time.sleep(0.001)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 130 and stderr == "", stderr
+    assert stdout.endswith("Stopped at once by a second SIGINT\n")
+    assert os.listdir(video_dir), "the clip being written was finished"
+    assert_every_file_whole(video_dir)

@@ -1,18 +1,24 @@
 """Many seeds in one command: every run of a sweep is the run that --seed trains alone, whatever the number of
-workers or the layout of torchrun's nodes, and so is the summary. Stops, a lost worker and the outputs."""
+workers or the layout of torchrun's nodes, and so is the summary. Stops and faults give the right line and status on
+every node: signals (during training and while the workers start), a closed pipe, a write that fails on another node,
+a lost worker, a busy one that is not, and torchrun's restarts. The outputs of each run."""
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from PIL import Image
 
-from conftest import ROOT, decoded_frames, history_rows, run_script, script_command, script_env, tensorboard_scalars
+import reinforce_cartpole as rc
+from conftest import (ROOT, SCRIPT, decoded_frames, history_rows, leave_free, run_script, script_command, script_env,
+                      tensorboard_scalars)
 
 PATIENCE = 120  # seconds: a loaded 2-core machine may take a while
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
@@ -80,6 +86,31 @@ def free_port():
         return s.getsockname()[1]
 
 
+def torchrun(port, *node_args, nnodes=2, options=("--nproc-per-node", "1")):
+    """A torchrun per node on 127.0.0.1, as on as many machines, each in a process group of its own as a terminal runs
+    a command; node_args[i] are node i's arguments to the script."""
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes), *options,
+                              "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                              str(SCRIPT), *map(str, args)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+             for rank, args in enumerate(node_args)]
+
+
+def worker_statuses(torchrun_stderr):
+    """The exit statuses that torchrun reports of its workers that failed."""
+    return [int(status) for status in re.findall(r"^\s*exitcode\s*: (-?\d+)", torchrun_stderr, re.M)]
+
+
+def lines_until(process, prefix):
+    """The lines of process's stdout up to the first that starts with prefix."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    raise AssertionError("".join(lines) + process.stderr.read())
+
+
 @POSIX
 def test_two_torchrun_nodes_equal_one_worker(tmp_path):
     """Two nodes of one process each, on 127.0.0.1: each a torchrun of its own, as on two machines."""
@@ -97,6 +128,51 @@ def test_two_torchrun_nodes_equal_one_worker(tmp_path):
     assert curves(tmp_path / "node0.csv") == curves(one_history)
     assert summary(out0) == summary(one.stdout)
     assert len(progress_lines(out0)) == 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a tmpfs")
+def test_a_clip_that_another_node_cannot_write_is_the_sweeps_status_on_every_node(small_disk, tmp_path):
+    leave_free(small_disk, 0)
+    nodes = torchrun(free_port(), ("--seeds", "0-3", "--max-episodes", 5),
+                     ("--seeds", "0-3", "--max-episodes", 5, "--render", "--video-dir", small_disk))
+    (out0, err0), (_, err1) = (node.communicate(timeout=PATIENCE * 3) for node in nodes)
+    assert len(progress_lines(out0)) == 4 and "Stopped" not in out0, "every run finished"
+    assert worker_statuses(err0) == worker_statuses(err1) == [3], (err0, err1)
+    assert re.search(rf"^reinforce_cartpole\.py: cannot write {small_disk}/lr0\.01-gamma0\.99-seed\d/"
+                     r"rl-video-episode-0\.mp4: No space left on device; no more clips are recorded$", err1, re.M)
+
+
+@POSIX
+@pytest.mark.parametrize("node", [0, 1])
+def test_a_ctrl_c_on_either_torchrun_node_stops_the_sweep_for_its_reason(node, tmp_path):
+    """A terminal's Ctrl-C reaches torchrun, which passes it on to its workers alone."""
+    args = ("--seeds", "0-5", "--max-episodes", 300, "--history", tmp_path / "history.csv")
+    nodes = torchrun(free_port(), args, args)
+    lines = lines_until(nodes[0], "[1/6]")
+    os.killpg(nodes[node].pid, signal.SIGINT)
+    (out0, err0), (out1, err1) = (process.communicate(timeout=PATIENCE) for process in nodes)
+    assert_finished_runs_kept("".join(lines) + out0, tmp_path / "history.csv", "SIGINT")
+    assert out1 == "" and "Stopped at once" not in out0
+    # torchrun reports the status of the workers on the other node (the signalled one says it got the signal).
+    assert worker_statuses((err0, err1)[1 - node]) == [130], (err0, err1)
+    assert "reinforce_cartpole.py\", line" not in err0 + err1, "no traceback from the workers"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker in Linux's /proc")
+def test_a_restarted_torchrun_sweep_starts_afresh(tmp_path):
+    """torchrun --max-restarts starts the worker again with the store of the first attempt, and its keys. One worker:
+    gloo in torch 2.13 cannot form a group of two again after a restart (its own connectFullMesh fails)."""
+    history = tmp_path / "history.csv"
+    [node] = torchrun(free_port(), ("--seeds", "0-2", "--max-episodes", 150, "--history", history), nnodes=1,
+                      options=("--nproc-per-node", "1", "--max-restarts", "1"))
+    lines_until(node, "[1/3]")
+    [(worker, _)] = [child for child in children(node.pid) if b"reinforce_cartpole.py" in child[1]]
+    os.kill(worker, signal.SIGKILL)
+    out, err = node.communicate(timeout=PATIENCE * 2)
+    assert node.returncode == 0, err
+    assert [line[0] for line in progress_lines(out)] == ["1", "2", "3"], "the second attempt trains every run"
+    assert [line.split()[2] for line in summary(out)[1:]] == ["0/3"]
+    assert sorted(curves(history)) == [("0.01", "0.99", str(seed)) for seed in range(3)]
 
 
 def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path):
@@ -149,7 +225,7 @@ def test_ctrl_c_stops_every_worker_and_keeps_the_finished_runs(tmp_path):
     child, lines = start_sweep(tmp_path)
     os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches every worker
     out, err = child.communicate(timeout=PATIENCE)
-    assert child.returncode == 130 and err == "", err
+    assert child.returncode == 130 and err == "" and "Stopped at once" not in out, err
     assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "SIGINT")
     with Image.open(tmp_path / "runs.png") as image:
         assert image.format == "PNG"
@@ -168,7 +244,7 @@ def children(pid):
     """The processes whose parent is pid, oldest first (Linux's /proc)."""
     found = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        with contextlib.suppress(OSError):  # it has ended meanwhile
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             if int(fields[1]) == pid:
@@ -180,13 +256,82 @@ def children(pid):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
 def test_a_killed_worker_ends_the_sweep_within_seconds_and_keeps_the_finished_runs(tmp_path):
     child, lines = start_sweep(tmp_path)
-    workers = [pid for pid, cmdline in children(child.pid) if b"spawn_main" in cmdline]
-    assert len(workers) == 2
+    [worker] = spawned_workers(child.pid)  # the launcher is worker 0, and spawned worker 1
     killed = time.monotonic()
-    os.kill(workers[-1], signal.SIGKILL)  # the second worker spawned: rank 1
+    os.kill(worker, signal.SIGKILL)
     out, err = child.communicate(timeout=PATIENCE)
     assert time.monotonic() - killed < 60, "not gloo's 30-minute timeout"
     assert child.returncode == 4
-    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 went silent for 10 s( while it trained lr 0\.01, "
+    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 was lost \(ended by SIGKILL\)( while it trained lr 0\.01, "
                         r"gamma 0\.99, seed \d: that run is lost)?; the sweep stops\n", err), err
     assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "a lost worker")
+
+
+def spawned_workers(pid):
+    return [child for child, cmdline in children(pid) if b"spawn_main" in cmdline]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path):
+    child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 3, "--max-episodes", 50, "--no-render"),
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + PATIENCE
+    while len(spawned_workers(child.pid)) < 2:  # they import torch and join their group for seconds yet
+        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+        time.sleep(0.005)
+    os.killpg(child.pid, signum)
+    out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 128 + signum and err == "", err
+    assert re.search(rf"^Stopped by {signum.name}: \d of 4 runs finished$", out, re.M), out
+
+
+def test_a_worker_busy_for_longer_than_ten_seconds_is_not_lost():
+    # Scoring 2000 episodes takes some 15 s, without a message: the heartbeat is not the work.
+    result = run_script("--seeds", 0, "--workers", 1, "--max-episodes", 3, "--eval-episodes", 2000, "--no-render",
+                        timeout=PATIENCE * 3)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert len(progress_lines(result.stdout)) == 1 and "Stopped" not in result.stdout
+
+
+def test_a_closed_pipe_stops_the_sweep_with_one_line_and_keeps_the_finished_runs(tmp_path):
+    # As `... --seeds 0-3 | head -1` does.
+    history = tmp_path / "history.csv"
+    child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 2, "--max-episodes", 20, "--no-render",
+                                            "--history", history, "--plot", tmp_path / "runs.png"),
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = child.stdout.readline()
+    child.stdout.close()
+    assert child.wait(timeout=PATIENCE) == 141
+    with child.stderr:
+        assert child.stderr.read() == "reinforce_cartpole.py: the output was closed, as `| head` closes it: stopping\n"
+    [(_, _, lr, gamma, seed, _, episodes, _)] = progress_lines(first)
+    assert [int(row[0]) for row in curves(history)[(lr, gamma, seed)]] == list(range(1, int(episodes) + 1))
+    with Image.open(tmp_path / "runs.png") as image:
+        assert image.format == "PNG"
+
+
+def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_never(monkeypatch, capsys):
+    """The first worker's account, in this process, of workers 1 (busy, its heartbeat going) and 2 (silent)."""
+    monkeypatch.setattr(rc, "LOST_AFTER", 2)
+    args = rc.parse_args(["--seeds", "0-2", "--env-id", "CartPole-v0"])
+    store, outcome = rc.dist.HashStore(), rc.Outcome(rc.Stop())
+    hubs = [rc.Hub(store, rank, 3) for rank in range(3)]
+    report = rc.SweepReport(args, [rc.Run(0.01, 0.99, seed) for seed in range(3)], hubs[0], outcome,
+                            watch_heartbeats=True)
+    threading.Thread(target=rc.keep_in_touch, args=(hubs[1], rc.Outcome(rc.Stop())), daemon=True).start()
+    hubs[1].tell(start=1)
+    hubs[2].tell(start=2)
+    time.sleep(2 * rc.LOST_AFTER + 1)  # worker 1 says nothing all this time
+    hubs[0].tell(bye=[])
+    hubs[1].tell(bye=[])
+    assert report.finish() == 4 and outcome.reason == "a lost worker"
+    assert capsys.readouterr().err == ("reinforce_cartpole.py: worker 2 was lost (no heartbeat for 2 s) while it "
+                                       "trained lr 0.01, gamma 0.99, seed 2: that run is lost; the sweep stops\n")
+
+
+def test_the_time_left_reads_as_minutes_and_seconds():
+    assert rc.time_left(100) == "about 1 min 40 s left"
+    assert rc.time_left(59.6) == "about 1 min 00 s left"
+    assert rc.time_left(0) == "about 0 min 00 s left"
