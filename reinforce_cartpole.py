@@ -42,7 +42,6 @@ import itertools
 import json
 import logging
 import multiprocessing.resource_tracker
-import re
 import socket
 import tempfile
 import threading
@@ -292,10 +291,10 @@ def seed_list(text):
         raise argparse.ArgumentTypeError("the list of seeds is empty")
     seeds = []
     for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match or int(match[2] or match[1]) < int(match[1]):
+        bounds = part.split("-")  # a seed, or a range's first and last
+        if len(bounds) > 2 or not all(b.strip().isdecimal() for b in bounds) or int(bounds[-1]) < int(bounds[0]):
             raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
-        seeds += range(int(match[1]), int(match[2] or match[1]) + 1)
+        seeds += range(int(bounds[0]), int(bounds[-1]) + 1)
     twice = [seed for seed, count in Counter(seeds).items() if count > 1]
     if twice:
         raise argparse.ArgumentTypeError(f"{text!r}: seed {twice[0]} is listed twice")
@@ -422,9 +421,8 @@ EXIT_STATUS = {"a failed write": 3, "a lost worker": 4, "a closed pipe": 141}  #
 
 
 class Outcome:
-    """How a run, or this worker's part of a sweep, is going: whether to stop after the current step and why (the
-    signal that `stop` caught, else the first other reason given), and the kinds of output that could not be written.
-    Every file is written inside `writing`."""
+    """Whether a run, or this worker's part of a sweep, stops after its current step and why (the signal that `stop`
+    caught, else the first reason given), and the kinds of output that could not be written."""
 
     def __init__(self, stop):
         self.stop, self.given, self.failed = stop, None, set()
@@ -455,7 +453,6 @@ class Outcome:
 
 
 def exit_status(reason, failed, otherwise):
-    """The exit status: the stop's, else 3 if an output could not be written, else `otherwise`."""
     if reason:
         return 128 + signal.Signals[reason] if reason.startswith("SIG") else EXIT_STATUS[reason]
     return EXIT_STATUS["a failed write"] if failed else otherwise
@@ -603,11 +600,12 @@ class RunOutputs:
         self.last_iteration = state.iteration
         self.on_row(self.rows[-1])
 
-    def write_plot_and_checkpoint(self, threshold):
+    def write_plot_and_checkpoint(self):
         if self.args.plot:
+            title = f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
+            threshold = gym.spec(self.args.env_id).reward_threshold
             with self.outcome.writing("plot", self.args.plot):
-                write_whole(self.args.plot, lambda path: write_plot(
-                    path, self.rows, threshold, f"REINFORCE on {self.args.env_id}: {describe(self.run)}"))
+                write_whole(self.args.plot, lambda path: write_plot(path, self.rows, threshold, title))
         if self.args.save_model:
             with self.outcome.writing("checkpoint", self.args.save_model):
                 self.checkpoint(self.trainer)
@@ -651,26 +649,31 @@ def write_plot(path, rows, threshold, title):
     figure(path, title, "reward", threshold, draw)
 
 
+def train_run(args, run, outcome, video_dir, on_row=lambda row: None):
+    """One run as --seed trains it: the trainer's state, with whether it solved the env, and what the run records."""
+    env = make_env(args.env_id)
+    if args.render:
+        env = wrap_env(env, video_dir, outcome)
+    outputs = RunOutputs(args, run, outcome, video_dir, on_row)
+    state = train(env, run, args, outcome, outputs.attach)[0].state
+    state.solved = is_solved(state.running_reward, state.epoch, env.spec.reward_threshold)
+    return state, outputs
+
+
 def train_and_report(args, outcome):
     """A single run, everything it leaves, and its exit status."""
     run = Run(args.lr[0], args.gamma[0], args.seed)
-    env = make_env(args.env_id)
-    threshold = env.spec.reward_threshold
-    if args.render:
-        env = wrap_env(env, args.video_dir, outcome)
     history = HistoryFile(args.history, outcome, "; the run stops")
-    outputs = RunOutputs(args, run, outcome, args.video_dir, lambda row: history.add([(*run, *row)]))
-    state = train(env, run, args, outcome, outputs.attach)[0].state
-    outputs.write_plot_and_checkpoint(threshold)
+    state, outputs = train_run(args, run, outcome, args.video_dir, lambda row: history.add([(*run, *row)]))
+    outputs.write_plot_and_checkpoint()
     results = outputs.score()
     if results:
         print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
-    solved = is_solved(state.running_reward, state.epoch, threshold)
     if outcome.reason:
         print(f"Stopped by {outcome.reason}: trained {len(outputs.rows)} episodes")
-    elif not solved:
+    elif not state.solved:
         print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
-    return exit_status(outcome.reason, outcome.failed, 0 if solved else 1)
+    return exit_status(outcome.reason, outcome.failed, 0 if state.solved else 1)
 
 
 # --- Evaluation: the trained agent and --play, recorded and watched ------------------
@@ -836,6 +839,7 @@ def take_part(args, runs, hub, outcome, under_torchrun=False):
             finished = sweep_run(args, runs[index], outcome)
             if finished:
                 hub.tell(done=index, **finished)
+        outcome(hub.agree_on_stop(outcome.reason))  # before the goodbye, as a second signal may end the worker next
         hub.tell(bye=sorted(outcome.failed))
         if report:
             return report.finish()
@@ -863,19 +867,13 @@ def keep_in_touch(hub, outcome):
 
 def sweep_run(args, run, outcome):
     """One run of the sweep, as --seed would train it: its result and rows, or None if the sweep stopped first."""
-    env = make_env(args.env_id)
-    threshold = env.spec.reward_threshold
-    video_dir = os.path.join(args.video_dir, run_name(run))  # a folder per run: no two write the same clip
-    if args.render:
-        env = wrap_env(env, video_dir, outcome)
-    outputs = RunOutputs(args, run, outcome, video_dir)
     with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
-        state = train(env, run, args, outcome, outputs.attach)[0].state
+        state, outputs = train_run(args, run, outcome, os.path.join(args.video_dir, run_name(run)))
         results = outputs.score()
     if outcome.reason:
         return None
-    return {"result": {"episodes": state.epoch, "solved": is_solved(state.running_reward, state.epoch, threshold),
-                       "score": float(np.mean([total for total, _ in results]))}, "rows": outputs.rows}
+    score = float(np.mean([total for total, _ in results]))
+    return {"result": {"episodes": state.epoch, "solved": state.solved, "score": score}, "rows": outputs.rows}
 
 
 class SweepReport:

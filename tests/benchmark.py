@@ -3,7 +3,7 @@
     python tests/benchmark.py            # full run, about 13 minutes on a 2-core machine
     python tests/benchmark.py --quick    # about a minute
     python tests/benchmark.py --only solving --seeds-figure video/seeds.png   # the README's figure
-    python tests/benchmark.py --only sweep    # 8 seeds on 1 worker and on 2
+    python tests/benchmark.py --only sweep    # 8 seeds x 400 and 6 x 200 episodes, on 1 worker and on 2
 
 A script, not a test: pytest collects only test_*.py. Contenders alternate on the same seeds
 within one run, and every comparison is a ratio from that run, because these machines are
@@ -100,7 +100,7 @@ def training_throughput(seeds, episodes, repeats):
 def port_with_gc_after_each_clip(**kwargs):
     """The port, but with RecordVideo's default gc_trigger: a gc.collect() after every clip."""
     wrap_env = rc.wrap_env
-    rc.wrap_env = lambda env, video_folder, stop, **kw: rc.ClipRecorder(env, video_folder, stop, disable_logger=True, **kw)
+    rc.wrap_env = lambda env, folder, outcome, **kw: rc.ClipRecorder(env, folder, outcome, disable_logger=True, **kw)
     try:
         return run_port(**kwargs)
     finally:
@@ -197,27 +197,55 @@ def peak_rss(command):
     return int(out.split()[-1]) / 1024
 
 
+def run_seconds(history):
+    """Each run's training time in a --history CSV, its last row's seconds, in the order of the sweep's queue."""
+    with open(history, newline="") as f:
+        last = {(float(row["lr"]), float(row["gamma"]), int(row["seed"])): float(row["seconds"])
+                for row in csv.DictReader(f)}
+    return [last[run] for run in sorted(last)]
+
+
+def queue_makespan(seconds, workers):
+    """When the last run ends if the workers, all there from the start, take the runs in order as each gets free."""
+    free = [0.0] * workers
+    for run in seconds:
+        free[free.index(min(free))] += run
+    return max(free)
+
+
 def sweep_scale(seeds, max_episodes, repeats):
     """The same sweep on 1 worker and on 2, alternating within each repeat: wall time, including the start of the
-    worker processes; and the largest peak memory of one process."""
-    times = {1: [], 2: []}
-    for repeat in range(repeats):
-        for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
-            start = time.perf_counter()
-            subprocess.run(sweep_command(seeds, max_episodes, "--workers", str(workers)), capture_output=True,
-                           check=True)
-            times[workers].append(time.perf_counter() - start)
+    worker processes; the largest peak memory of one process; and where the time beyond ideal scaling goes."""
+    times, trained = {1: [], 2: []}, {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        history = os.path.join(tmp, "history.csv")
+        for repeat in range(repeats):
+            for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
+                start = time.perf_counter()
+                subprocess.run(sweep_command(seeds, max_episodes, "--workers", str(workers), "--history", history),
+                               capture_output=True, check=True)
+                times[workers].append(time.perf_counter() - start)
+                trained[workers].append(run_seconds(history))
     ratios = [two / one for one, two in zip(times[1], times[2])]
     print(f"\n### 8. A sweep on 1 and on 2 workers (seeds {seeds}, at most {max_episodes} episodes, {repeats} pairs)\n")
-    print("| workers | wall time (median) | peak memory of one process |\n| ---: | ---: | ---: |")
+    print("| workers | wall time (median) | training, summed over runs | peak memory of one process |\n"
+          "| ---: | ---: | ---: | ---: |")
     for workers in (1, 2):
-        memory = peak_rss(sweep_command(seeds, max_episodes, "--workers", str(workers))) if sys.platform == "linux" else 0
-        print(f"| {workers} | {statistics.median(times[workers]):.1f} s | {memory:.0f} MiB |")
+        command = sweep_command(seeds, max_episodes, "--workers", str(workers))
+        memory = peak_rss(command) if sys.platform == "linux" else 0
+        summed = statistics.median(map(sum, trained[workers]))
+        print(f"| {workers} | {statistics.median(times[workers]):.1f} s | {summed:.1f} s | {memory:.0f} MiB |")
     print(f"\n2 workers / 1 worker: **{statistics.median(ratios):.2f}x** the time "
           f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
-
-
-
+    one_by_one = [queue_makespan(seconds, 2) / sum(seconds) for seconds in trained[1]]
+    slower = [sum(two) / sum(one) for one, two in zip(trained[1], trained[2])]
+    beyond = [wall - queue_makespan(seconds, 2) for wall, seconds in zip(times[2], trained[2])]
+    outside = [wall - sum(seconds) for wall, seconds in zip(times[1], trained[1])]
+    print(f"\nWhere it goes (medians): the queue alone, at 1 worker's speed, would give "
+          f"{statistics.median(one_by_one):.2f}x; each run trains {statistics.median(slower):.2f}x as long beside "
+          f"another; on 2 workers the sweep took {statistics.median(beyond):.1f} s beyond its runs' training laid out "
+          f"in queue order, against {statistics.median(outside):.1f} s outside training on 1 worker "
+          f"(start-up, scoring the trained agents, the summary).")
 
 
 def peak_memory(max_episodes):
@@ -324,7 +352,8 @@ SECTIONS = {  # name: (quick sizes, full sizes)
     "busy": (lambda a: busy_machine(seed=543, episodes=60, repeats=1), lambda a: busy_machine(543, 300, 5)),
     "pin": (lambda a: cost_of_the_pin(repeats=2), lambda a: cost_of_the_pin(repeats=8)),
     "sweep": (lambda a: sweep_scale(seeds="0-3", max_episodes=100, repeats=1),
-              lambda a: sweep_scale(seeds="0-7", max_episodes=400, repeats=3)),
+              lambda a: (sweep_scale(seeds="0-7", max_episodes=400, repeats=3),
+                         sweep_scale(seeds="0-5", max_episodes=200, repeats=3))),
 }
 
 

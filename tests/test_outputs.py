@@ -62,7 +62,8 @@ def test_the_history_has_one_row_per_episode(solved_run):
 
 def test_outputs_go_into_folders_that_do_not_exist_yet(tmp_path, capsys):
     # Each is created once every check has passed, as --history's always was; a run that cannot start creates none.
-    plot, model, history = tmp_path / "plots" / "curve.png", tmp_path / "models" / "policy.pt", tmp_path / "runs" / "h.csv"
+    plot, model = tmp_path / "plots" / "curve.png", tmp_path / "models" / "policy.pt"
+    history = tmp_path / "runs" / "history.csv"
     assert rc.main(["--no-render", "--max-episodes", "2", "--plot", str(plot), "--save-model", str(model),
                     "--history", str(history)]) == 1
     assert capsys.readouterr().err == ""

@@ -13,7 +13,7 @@ import torch
 
 from conftest import ROOT, SOLVE_SEED, episode_lines, history_rows, run_script, script_command
 
-# Seed 543's run, as the README shows it, from the final code on an AMD EPYC (Zen 3).
+# Seed 543's run, as the README shows it, from the final code on an AMD EPYC (Zen 3) and on an Intel Xeon.
 README_LOG = [
     "Episode 100\tLast reward: 127.00\tRunning reward: 68.03",
     "Episode 200\tLast reward: 200.00\tRunning reward: 163.91",

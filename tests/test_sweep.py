@@ -4,6 +4,7 @@ every node: signals (during training and while the workers start), a closed pipe
 a lost worker, a busy one that is not, and torchrun's restarts. The outputs of each run."""
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -92,7 +93,8 @@ def torchrun(port, *node_args, nnodes=2, options=("--nproc-per-node", "1")):
     return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes), *options,
                               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
                               str(SCRIPT), *map(str, args)],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
              for rank, args in enumerate(node_args)]
 
 
@@ -288,8 +290,8 @@ def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path
 
 
 def test_a_worker_busy_for_longer_than_ten_seconds_is_not_lost():
-    # Scoring 2000 episodes takes some 15 s, without a message: the heartbeat is not the work.
-    result = run_script("--seeds", 0, "--workers", 1, "--max-episodes", 3, "--eval-episodes", 2000, "--no-render",
+    # Scoring 5000 episodes takes 15 s or more, without a message: the heartbeat is not the work.
+    result = run_script("--seeds", 0, "--workers", 1, "--max-episodes", 3, "--eval-episodes", 5000, "--no-render",
                         timeout=PATIENCE * 3)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert len(progress_lines(result.stdout)) == 1 and "Stopped" not in result.stdout
@@ -329,6 +331,19 @@ def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_ne
     assert report.finish() == 4 and outcome.reason == "a lost worker"
     assert capsys.readouterr().err == ("reinforce_cartpole.py: worker 2 was lost (no heartbeat for 2 s) while it "
                                        "trained lr 0.01, gamma 0.99, seed 2: that run is lost; the sweep stops\n")
+
+
+def test_a_worker_tells_its_stop_before_its_goodbye(monkeypatch):
+    """A second signal may end the worker right after its goodbye: the first worker must know why it stopped by then,
+    with no help from the thread that keeps in touch. A double Ctrl-C on another torchrun node did this."""
+    monkeypatch.setattr(rc, "keep_in_touch", lambda hub, outcome: None)
+    stop = rc.Stop()
+    stop.signum = signal.SIGINT
+    store = rc.dist.HashStore()
+    args = rc.parse_args(["--seeds", "0", "--env-id", "CartPole-v0"])
+    assert rc.take_part(args, [rc.Run(0.01, 0.99, 0)], rc.Hub(store, 1, 2), rc.Outcome(stop)) == 0
+    assert store.check(["stop"]) and store.get("stop") == b"SIGINT"
+    assert json.loads(store.queue_pop("messages")) == {"rank": 1, "bye": []}
 
 
 def test_the_time_left_reads_as_minutes_and_seconds():
