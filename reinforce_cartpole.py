@@ -797,8 +797,8 @@ def spawn_workers(args, runs, hub):
     """Starts workers 1 and up with ignite.distributed, and tells the first worker of each that ends without a goodbye.
     From a thread that holds SIGINT and SIGTERM, which each worker inherits and holds until it has its handlers (as
     CPython starts its resource tracker, bpo-33613): a Ctrl-C while they start is one like any other."""
-    multiprocessing.resource_tracker.ensure_running()  # started later, it would let the two signals through
-    if hasattr(signal, "pthread_sigmask"):
+    if hasattr(signal, "pthread_sigmask"):  # POSIX; Windows has neither the mask nor the resource tracker
+        multiprocessing.resource_tracker.ensure_running()  # started later, it would let the two signals through
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # its "Terminating process" lines
     with socket.socket() as s:

@@ -198,7 +198,8 @@ def peak_rss(command):
 
 
 def run_seconds(history):
-    """Each run's training time in a --history CSV, its last row's seconds, in the order of the sweep's queue."""
+    """Each run's training time in a --history CSV, its last row's seconds, by (lr, gamma, seed): the queue's order
+    when the sweep has one setting, as every sweep here has."""
     with open(history, newline="") as f:
         last = {(float(row["lr"]), float(row["gamma"]), int(row["seed"])): float(row["seconds"])
                 for row in csv.DictReader(f)}
