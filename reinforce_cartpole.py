@@ -831,8 +831,10 @@ def take_part(args, runs, hub, outcome, under_torchrun=False):
     """This worker's part: it trains runs until none is left or the sweep stops. The first worker follows the sweep
     meanwhile and returns its exit status; the others keep in touch, and under torchrun exit with that status too."""
     report = SweepReport(args, runs, hub, outcome, under_torchrun) if hub.rank == 0 else None
-    if not report:
-        threading.Thread(target=keep_in_touch, args=(hub, outcome), daemon=True).start()
+    done = threading.Event()
+    contact = None if report else threading.Thread(target=keep_in_touch, args=(hub, outcome, done))
+    if contact:
+        contact.start()
     try:
         while not outcome.reason and (index := hub.store.add("next run", 1) - 1) < len(runs):
             hub.tell(start=index)
@@ -852,17 +854,22 @@ def take_part(args, runs, hub, outcome, under_torchrun=False):
         if not outcome.reason:
             print(f"{PROG}: worker {hub.rank} lost the sweep's store ({str(e).splitlines()[0]})", file=sys.stderr)
         return exit_status(outcome.reason or "a lost worker", outcome.failed, 0)
+    finally:  # a thread left inside a store call as the process exits can abort it ("terminate called ...")
+        done.set()
+        if contact:
+            contact.join()
 
 
-def keep_in_touch(hub, outcome):
-    """A worker's thread, beside its training: tells the sweep of this worker's signal, stops the worker when the sweep
-    stops, and beats every second, however busy the worker is."""
+def keep_in_touch(hub, outcome, done):
+    """A worker's thread, beside its training until `done`: tells the sweep of this worker's signal, stops the worker
+    when the sweep stops, and beats every second, however busy the worker is."""
     with contextlib.suppress(dist.DistError):  # the worker hears of that itself
         for tick in itertools.count():
             outcome(hub.agree_on_stop(outcome.reason))
             if tick % 5 == 0:
                 hub.store.add(f"beat {hub.rank}", 1)
-            time.sleep(0.2)
+            if done.wait(0.2):
+                return
 
 
 def sweep_run(args, run, outcome):

@@ -322,7 +322,8 @@ def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_ne
     hubs = [rc.Hub(store, rank, 3) for rank in range(3)]
     report = rc.SweepReport(args, [rc.Run(0.01, 0.99, seed) for seed in range(3)], hubs[0], outcome,
                             watch_heartbeats=True)
-    threading.Thread(target=rc.keep_in_touch, args=(hubs[1], rc.Outcome(rc.Stop())), daemon=True).start()
+    threading.Thread(target=rc.keep_in_touch, args=(hubs[1], rc.Outcome(rc.Stop()), threading.Event()),
+                     daemon=True).start()
     hubs[1].tell(start=1)
     hubs[2].tell(start=2)
     time.sleep(2 * rc.LOST_AFTER + 1)  # worker 1 says nothing all this time
@@ -336,7 +337,7 @@ def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_ne
 def test_a_worker_tells_its_stop_before_its_goodbye(monkeypatch):
     """A second signal may end the worker right after its goodbye: the first worker must know why it stopped by then,
     with no help from the thread that keeps in touch. A double Ctrl-C on another torchrun node did this."""
-    monkeypatch.setattr(rc, "keep_in_touch", lambda hub, outcome: None)
+    monkeypatch.setattr(rc, "keep_in_touch", lambda hub, outcome, done: None)
     stop = rc.Stop()
     stop.signum = signal.SIGINT
     store = rc.dist.HashStore()
