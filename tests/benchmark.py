@@ -4,6 +4,7 @@
     python tests/benchmark.py --quick    # about a minute
     python tests/benchmark.py --only solving --seeds-figure video/seeds.png   # the README's figure
     python tests/benchmark.py --only sweep    # 8 seeds x 400 and 6 x 200 episodes, on 1 worker and on 2
+    python tests/benchmark.py --only suite    # the test suite's time in solve runs, 3 pairs
 
 A script, not a test: pytest collects only test_*.py. Contenders alternate on the same seeds
 within one run, and every comparison is a ratio from that run, because these machines are
@@ -330,6 +331,27 @@ def cost_of_the_pin(repeats):
           f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
 
 
+def suite_in_solve_runs(repeats):
+    """The README's test command against the README's first command, one after the other, alternating: the suite's
+    time in default solve runs (recording on, into a temporary folder)."""
+    print(f"\n### 9. The test suite in solve runs ({repeats} pairs)\n")
+    print("| pair | `python reinforce_cartpole.py` | `python -m pytest tests` | ratio |\n| ---: | ---: | ---: | ---: |")
+    ratios = []
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            commands = {"solve": [sys.executable, str(SCRIPT), "--video-dir", tmp],
+                        "suite": [sys.executable, "-m", "pytest", "tests"]}
+            seconds = {}
+            for name in ("solve", "suite") if repeat % 2 == 0 else ("suite", "solve"):
+                start = time.perf_counter()
+                subprocess.run(commands[name], cwd=ROOT, capture_output=True, check=True)
+                seconds[name] = time.perf_counter() - start
+        ratios.append(seconds["suite"] / seconds["solve"])
+        print(f"| {repeat + 1} | {seconds['solve']:.1f} s | {seconds['suite']:.1f} s | {ratios[-1]:.2f} |")
+    print(f"\nThe suite takes **{statistics.median(ratios):.2f}** solve runs (median; range {min(ratios):.2f}-"
+          f"{max(ratios):.2f}).")
+
+
 def machine():
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -355,6 +377,7 @@ SECTIONS = {  # name: (quick sizes, full sizes)
     "sweep": (lambda a: sweep_scale(seeds="0-3", max_episodes=100, repeats=1),
               lambda a: (sweep_scale(seeds="0-7", max_episodes=400, repeats=3),
                          sweep_scale(seeds="0-5", max_episodes=200, repeats=3))),
+    "suite": (lambda a: suite_in_solve_runs(repeats=1), lambda a: suite_in_solve_runs(repeats=3)),
 }
 
 

@@ -1,10 +1,10 @@
+import contextlib
 import csv
+import io
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,7 +16,7 @@ SCRIPT = ROOT / "reinforce_cartpole.py"
 sys.path.insert(0, str(ROOT))
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "`torch.jit.", DeprecationWarning)  # torch's own modules call it as they import
-    import reinforce_cartpole  # noqa: E402, F401  (pins MKL's branch in this process before any test runs torch)
+    import reinforce_cartpole  # noqa: E402  (pins MKL's branch in this process before any test runs torch)
 
 # The tutorial's own seed, 543, solves CartPole-v0 in 748 episodes on x86-64 (about a minute on a 2-core
 # machine). ARM machines take another path; 2000 episodes leave room for that and still end the run.
@@ -37,6 +37,15 @@ def run_script(*args, timeout=300, env_changes=None):
     """The real entry point, as a user runs it."""
     return subprocess.run(script_command(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env=script_env(env_changes or {}))
+
+
+def run_main(*args):
+    """main() in this process, for a test that needs no process of its own: what run_script gives, without the cost
+    of starting Python and importing torch again."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = reinforce_cartpole.main(list(map(str, args)))
+    return subprocess.CompletedProcess(["main", *map(str, args)], status, out.getvalue(), err.getvalue())
 
 
 def history_rows(path):
@@ -100,43 +109,33 @@ def leave_free(disk, pages):
     assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize == pages * PAGE
 
 
-# --- One train-until-solved run, shared by the tests that read what it leaves --------------
-# It is the longest thing the suite does, so it starts in the background as soon as the tests
-# are collected, and the tests that need it run last.
+# --- Runs shared by several tests, and the order that keeps both cores busy ---------------
+# Under pytest-xdist a session fixture belongs to one worker process, so the tests that share a run form one
+# xdist group (one worker runs them all, and trains the run once). The longest things come first: the
+# train-until-solved run and the emulated CPU each keep a core busy while the other core runs the rest.
 
-SOLVED_RUN = pytest.StashKey()
+SHARED_RUNS = ("solved_run", "recorded_run", "reference_sweep")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    for item in items:  # a mark, so that `-W default` does not bring it back
-        item.add_marker(pytest.mark.filterwarnings(
+    for item in items:
+        item.add_marker(pytest.mark.filterwarnings(  # a mark, so that `-W default` does not bring it back
             "ignore:.*The environment CartPole-v0 is out of date"))  # gymnasium's, as the tests make the tutorial's env
-    needing = [item for item in items if "solved_run" in item.fixturenames]
-    if needing:
-        out = Path(tempfile.mkdtemp(prefix="solved-run-"))
-        command = script_command("--no-render", "--seed", SOLVE_SEED, "--max-episodes", SOLVE_MAX_EPISODES,
-                                 "--save-model", out / "policy.pt", "--history", out / "history.csv",
-                                 "--plot", out / "curve.png")
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        config.stash[SOLVED_RUN] = process, out
-        items[:] = [item for item in items if item not in needing] + needing
-
-
-def pytest_unconfigure(config):
-    if SOLVED_RUN in config.stash:
-        process, out = config.stash[SOLVED_RUN]
-        if process.poll() is None:  # the tests that needed it did not run
-            process.kill()
-            process.communicate()
-        shutil.rmtree(out, ignore_errors=True)
+        for name in SHARED_RUNS:
+            if name in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(name))
+    items.sort(key=lambda item: ("solved_run" not in item.fixturenames, item.get_closest_marker("long") is None))
 
 
 @pytest.fixture(scope="session")
-def solved_run(pytestconfig):
-    """(the finished process's stdout, stderr and exit status; the folder of its outputs)."""
-    process, out = pytestconfig.stash[SOLVED_RUN]
-    stdout, stderr = process.communicate(timeout=600)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), out
+def solved_run(tmp_path_factory):
+    """(the finished process: its stdout, stderr and exit status; the folder of its outputs)."""
+    out = tmp_path_factory.mktemp("solved-run")
+    outputs = ("--history", out / "history.csv", "--plot", out / "curve.png", "--save-model", out / "policy.pt")
+    result = run_script("--no-render", "--seed", SOLVE_SEED, "--max-episodes", SOLVE_MAX_EPISODES, *outputs,
+                        timeout=600)
+    return result, out
 
 
 @pytest.fixture(scope="session")

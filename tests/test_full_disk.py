@@ -1,7 +1,8 @@
 """A full disk loses nothing: a write that fails gets one line naming the file and the OS's reason, and exit
 status 3. A clip ends the recording while training goes on; the history ends the run as a stop does; the
 plot and the checkpoint are written last, each on its own. Only whole files are left, and a file that a
-failed write would have replaced stays as it was. Linux as root only: the tests mount a small tmpfs."""
+failed write would have replaced stays as it was. Linux as root only: the tests mount a small tmpfs. Each run is
+main() in the test's own process, as a full disk needs no process of its own."""
 
 import os
 import re
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import decoded_frames, history_rows, leave_free, run_script, trained_agent_score
+from conftest import decoded_frames, history_rows, leave_free, run_main, trained_agent_score
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
                                 reason="mounts a tmpfs: Linux, as root (CI runs so)")
@@ -34,7 +35,7 @@ def test_a_clip_that_does_not_fit_ends_the_recording_not_the_training(small_disk
     older.write_bytes(b"an older clip")
     leave_free(small_disk, 1)  # room for the first clip (3 KB), not for the second
     history = tmp_path / "history.csv"
-    result = run_script("--seed", 7, "--max-episodes", 30, "--video-dir", small_disk, "--history", history)
+    result = run_main("--seed", 7, "--max-episodes", 30, "--video-dir", small_disk, "--history", history)
     one_failure_line(result, small_disk / "rl-video-episode-1.mp4", "; no more clips are recorded")
     assert re.findall(r"^Video: (.*)$", result.stdout, re.M) == [str(small_disk / "rl-video-episode-0.mp4")]
     assert decoded_frames(small_disk / "rl-video-episode-0.mp4")[1] > 0
@@ -49,8 +50,8 @@ def test_a_clip_that_does_not_fit_ends_the_recording_not_the_training(small_disk
 def test_a_history_that_fills_the_disk_stops_the_run_and_keeps_its_whole_rows(small_disk, tmp_path):
     leave_free(small_disk, 1)  # about 130 rows
     history, plot, model = small_disk / "history.csv", tmp_path / "curve.png", tmp_path / "policy.pt"
-    result = run_script("--no-render", "--seed", 7, "--max-episodes", 1000, "--history", history, "--plot", plot,
-                        "--save-model", model)
+    result = run_main("--no-render", "--seed", 7, "--max-episodes", 1000, "--history", history, "--plot", plot,
+                      "--save-model", model)
     one_failure_line(result, history, "; the run stops")
     trained = int(re.search(r"^Stopped by a failed write: trained (\d+) episodes$", result.stdout, re.M).group(1))
     text = history.read_text()
@@ -70,7 +71,7 @@ def test_a_history_on_a_device_that_is_always_full(tmp_path):
     full = tmp_path / "full"
     os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # what /dev/full is, made here: never the real one
     plot = tmp_path / "curve.png"
-    result = run_script("--no-render", "--max-episodes", 5, "--history", full, "--plot", plot)
+    result = run_main("--no-render", "--max-episodes", 5, "--history", full, "--plot", plot)
     one_failure_line(result, full, "; the run stops")
     assert "Stopped by a failed write: trained 1 episodes" in result.stdout, "its first row is the first write"
     assert stat.S_ISCHR(os.stat(full).st_mode), "the device is left as it was"
@@ -86,8 +87,8 @@ def test_a_plot_or_checkpoint_that_does_not_fit_leaves_the_other_written(failing
     older.write_bytes(b"from an earlier run")
     leave_free(small_disk, 0)
     history = tmp_path / "history.csv"
-    result = run_script("--no-render", "--max-episodes", 5, failing, older, other, tmp_path / name[other],
-                        "--history", history)
+    result = run_main("--no-render", "--max-episodes", 5, failing, older, other, tmp_path / name[other],
+                      "--history", history)
     one_failure_line(result, older)
     assert "Not solved in 5 episodes" in result.stdout
     assert older.read_bytes() == b"from an earlier run"

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import SOLVE_SEED, decoded_frames, history_rows, run_script, tensorboard_scalars, trained_agent_score
+from conftest import SOLVE_SEED, decoded_frames, history_rows, run_main, tensorboard_scalars, trained_agent_score
 
 
 def assert_frames(path, expected):
@@ -81,8 +81,8 @@ def test_the_plot_is_a_png(solved_run):
 
 def test_tensorboard_shows_the_history_and_the_trained_agent(tmp_path):
     history, logs = tmp_path / "history.csv", tmp_path / "runs"
-    result = run_script("--no-render", "--seed", 7, "--max-episodes", 30, "--eval-episodes", 3, "--history", history,
-                        "--tensorboard", logs)
+    result = run_main("--no-render", "--seed", 7, "--max-episodes", 30, "--eval-episodes", 3, "--history", history,
+                      "--tensorboard", logs)
     assert result.returncode == 1 and result.stderr == "", result.stderr
     assert os.listdir(logs) == ["lr0.01-gamma0.99-seed7"]
     assert_tensorboard_equals_history(logs / "lr0.01-gamma0.99-seed7", history_rows(history), result.stdout)

@@ -18,10 +18,13 @@ import pytest
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import (ROOT, SCRIPT, decoded_frames, history_rows, leave_free, run_script, script_command, script_env,
+from conftest import (ROOT, SCRIPT, decoded_frames, history_rows, leave_free, run_main, script_command, script_env,
                       tensorboard_scalars)
 
 PATIENCE = 120  # seconds: a loaded 2-core machine may take a while
+# A sweep that a test stops: 6 runs of 60 episodes, half a second or so each, so that the stop comes after the first
+# run and before the last.
+STOPPED = ("--seeds", "0-5", "--max-episodes", 60)
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
 
@@ -47,38 +50,44 @@ def summary(output):
     return lines[start:]
 
 
-def sweep(tmp_path, name, *args):
-    history = tmp_path / f"{name}.csv"
-    result = run_script("--max-episodes", 40, "--history", history, *args, timeout=PATIENCE * 3)
-    return result, history
+# A small sweep with two settings: 6 runs of 40 episodes. Each test compares its own way of running it with this
+# sweep on 1 worker, in this process.
+SWEEP = ("--seeds", "0-2", "--lr", "0.01,0.02", "--max-episodes", 40)
 
 
-def test_every_run_of_a_sweep_is_its_solo_run(tmp_path):
-    result, history = sweep(tmp_path, "sweep", "--seeds", "3,5", "--workers", 1)
+@pytest.fixture(scope="session")
+def reference_sweep(tmp_path_factory):
+    """SWEEP on 1 worker: what main() printed and returned, and its --history."""
+    history = tmp_path_factory.mktemp("reference-sweep") / "history.csv"
+    return run_main(*SWEEP, "--workers", 1, "--history", history), history
+
+
+def test_every_run_of_a_sweep_is_its_solo_run(reference_sweep, tmp_path):
+    result, history = reference_sweep
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "Episode " not in result.stdout and "State:" not in result.stdout, "the tutorial's lines stay quiet"
-    assert sorted(int(line[4]) for line in progress_lines(result.stdout)) == [3, 5]
-    for seed in (3, 5):
-        solo = run_script("--no-render", "--seed", seed, "--max-episodes", 40, "--history", tmp_path / f"{seed}.csv")
-        assert solo.returncode == 1, solo.stderr
-        assert curves(history, seed=seed) == curves(tmp_path / f"{seed}.csv")
-        assert f"seed {seed}: not solved in 40 episodes" in result.stdout
+    assert sorted(line[0] for line in progress_lines(result.stdout)) == ["1", "2", "3", "4", "5", "6"]
+    assert len(curves(history)) == 6 and len(curves(history, lr=0.02)) == 3
+    assert [line.split()[:3] for line in summary(result.stdout)[1:]] == [["0.01", "0.99", "0/3"],
+                                                                         ["0.02", "0.99", "0/3"]]
+    for lr, seed in ((0.01, 0), (0.02, 2)):
+        solo = tmp_path / f"lr{lr}-seed{seed}.csv"
+        solo_run = run_main("--no-render", "--seed", seed, "--lr", lr, "--max-episodes", 40, "--history", solo)
+        assert solo_run.returncode == 1, solo_run.stderr
+        assert curves(history, lr=lr, seed=seed) == curves(solo)
+        assert f"lr {lr}, gamma 0.99, seed {seed}: not solved in 40 episodes" in result.stdout
 
 
-def test_two_workers_and_two_settings_equal_one_worker(tmp_path):
-    args = ("--seeds", "0-2", "--lr", "0.01,0.02", "--plot")
-    one, one_history = sweep(tmp_path, "one", *args, tmp_path / "one.png", "--workers", 1)
-    two, two_history = sweep(tmp_path, "two", *args, tmp_path / "two.png", "--workers", 2)
-    for result in (one, two):
-        assert result.returncode == 0 and result.stderr == "", result.stderr
-        assert sorted(line[0] for line in progress_lines(result.stdout)) == ["1", "2", "3", "4", "5", "6"]
-    assert curves(one_history) == curves(two_history)
-    assert len(curves(one_history)) == 6 and len(curves(one_history, lr=0.02)) == 3
-    assert summary(one.stdout) == summary(two.stdout)
-    assert [line.split()[:3] for line in summary(one.stdout)[1:]] == [["0.01", "0.99", "0/3"], ["0.02", "0.99", "0/3"]]
-    for png in ("one.png", "two.png"):
-        with Image.open(tmp_path / png) as image:
-            assert image.format == "PNG" and image.size == (800, 450)
+def test_two_workers_equal_one_worker(reference_sweep, tmp_path, capfd):
+    one, one_history = reference_sweep
+    history = tmp_path / "history.csv"
+    two = run_main(*SWEEP, "--workers", 2, "--history", history, "--plot", tmp_path / "runs.png")
+    assert two.returncode == 0 and two.stderr == "" and capfd.readouterr().err == "", "the spawned worker is quiet too"
+    assert sorted(line[0] for line in progress_lines(two.stdout)) == ["1", "2", "3", "4", "5", "6"]
+    assert curves(history) == curves(one_history)
+    assert summary(two.stdout) == summary(one.stdout)
+    with Image.open(tmp_path / "runs.png") as image:
+        assert image.format == "PNG" and image.size == (800, 450)
 
 
 def free_port():
@@ -113,23 +122,26 @@ def lines_until(process, prefix):
     raise AssertionError("".join(lines) + process.stderr.read())
 
 
+def without_torchrun_exit_barrier_race(stderr):
+    """torchrun's stderr without its own report of a known race (pytorch/pytorch#69520): the agent of another node
+    may still be in its exit barrier when the first node's agent, which hosts the store, exits. Its status stays 0."""
+    race = re.search(r"^(E\d{4} [\d:.]+ +\d+ \S+/elastic/agent/server/api\.py:\d+\] )Error waiting on exit barrier",
+                     stderr, re.M)
+    return "".join(line for line in stderr.splitlines(keepends=True) if not (race and line.startswith(race[1])))
+
+
 @POSIX
-def test_two_torchrun_nodes_equal_one_worker(tmp_path):
+def test_two_torchrun_nodes_equal_one_worker(reference_sweep, tmp_path):
     """Two nodes of one process each, on 127.0.0.1: each a torchrun of its own, as on two machines."""
-    port = free_port()
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
-                               *script_command("--seeds", "0-3", "--max-episodes", 40,
-                                               "--history", tmp_path / f"node{rank}.csv")[1:]],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in (0, 1)]
+    one, one_history = reference_sweep
+    nodes = torchrun(free_port(), *((*SWEEP, "--history", tmp_path / f"node{rank}.csv") for rank in (0, 1)))
     (out0, err0), (out1, err1) = (node.communicate(timeout=PATIENCE * 3) for node in nodes)
-    assert [node.returncode for node in nodes] == [0, 0] and err0 == err1 == "", (err0, err1)
+    assert [node.returncode for node in nodes] == [0, 0], (err0, err1)
+    assert without_torchrun_exit_barrier_race(err0) == without_torchrun_exit_barrier_race(err1) == "", (err0, err1)
     assert out1 == "" and not (tmp_path / "node1.csv").exists(), "the first node reports, the other is quiet"
-    one, one_history = sweep(tmp_path, "one", "--seeds", "0-3", "--workers", 1)
     assert curves(tmp_path / "node0.csv") == curves(one_history)
     assert summary(out0) == summary(one.stdout)
-    assert len(progress_lines(out0)) == 4
+    assert len(progress_lines(out0)) == 6
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a tmpfs")
@@ -148,7 +160,7 @@ def test_a_clip_that_another_node_cannot_write_is_the_sweeps_status_on_every_nod
 @pytest.mark.parametrize("node", [0, 1])
 def test_a_ctrl_c_on_either_torchrun_node_stops_the_sweep_for_its_reason(node, tmp_path):
     """A terminal's Ctrl-C reaches torchrun, which passes it on to its workers alone."""
-    args = ("--seeds", "0-5", "--max-episodes", 300, "--history", tmp_path / "history.csv")
+    args = (*STOPPED, "--history", tmp_path / "history.csv")
     nodes = torchrun(free_port(), args, args)
     lines = lines_until(nodes[0], "[1/6]")
     os.killpg(nodes[node].pid, signal.SIGINT)
@@ -165,7 +177,7 @@ def test_a_restarted_torchrun_sweep_starts_afresh(tmp_path):
     """torchrun --max-restarts starts the worker again with the store of the first attempt, and its keys. One worker:
     gloo in torch 2.13 cannot form a group of two again after a restart (its own connectFullMesh fails)."""
     history = tmp_path / "history.csv"
-    [node] = torchrun(free_port(), ("--seeds", "0-2", "--max-episodes", 150, "--history", history), nnodes=1,
+    [node] = torchrun(free_port(), ("--seeds", "0-2", "--max-episodes", 60, "--history", history), nnodes=1,
                       options=("--nproc-per-node", "1", "--max-restarts", "1"))
     lines_until(node, "[1/3]")
     [(worker, _)] = [child for child in children(node.pid) if b"reinforce_cartpole.py" in child[1]]
@@ -178,8 +190,9 @@ def test_a_restarted_torchrun_sweep_starts_afresh(tmp_path):
 
 
 def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path):
-    result, history = sweep(tmp_path, "clips", "--seeds", "0,1", "--workers", 2, "--max-episodes", 2, "--render",
-                            "--video-dir", tmp_path / "video", "--eval-episodes", 2, "--tensorboard", tmp_path / "tb")
+    history = tmp_path / "history.csv"
+    result = run_main("--seeds", "0,1", "--workers", 1, "--max-episodes", 2, "--render", "--eval-episodes", 2,
+                      "--video-dir", tmp_path / "video", "--tensorboard", tmp_path / "tb", "--history", history)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert sorted(os.listdir(tmp_path / "tb")) == ["lr0.01-gamma0.99-seed0", "lr0.01-gamma0.99-seed1"]
     for seed in (0, 1):
@@ -198,9 +211,8 @@ def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path)
 def start_sweep(tmp_path, *args):
     """A sweep of 2 workers in a process group of its own, as a terminal runs a command; returns once a run has
     finished."""
-    child = subprocess.Popen(script_command("--seeds", "0-5", "--workers", 2, "--max-episodes", 300,
-                                            "--history", tmp_path / "history.csv", "--plot", tmp_path / "runs.png",
-                                            *args),
+    child = subprocess.Popen(script_command(*STOPPED, "--workers", 2, "--history", tmp_path / "history.csv",
+                                            "--plot", tmp_path / "runs.png", *args),
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True, env=script_env({}))
     lines = []
@@ -276,11 +288,11 @@ def spawned_workers(pid):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path):
-    child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 3, "--max-episodes", 50, "--no-render"),
+    child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 2, "--max-episodes", 50, "--no-render"),
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.monotonic() + PATIENCE
-    while len(spawned_workers(child.pid)) < 2:  # they import torch and join their group for seconds yet
+    while not spawned_workers(child.pid):  # it imports torch and joins the group for a second or more yet
         assert time.monotonic() < deadline and child.poll() is None, child.communicate()
         time.sleep(0.005)
     os.killpg(child.pid, signum)
@@ -289,10 +301,18 @@ def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path
     assert re.search(rf"^Stopped by {signum.name}: \d of 4 runs finished$", out, re.M), out
 
 
-def test_a_worker_busy_for_longer_than_ten_seconds_is_not_lost():
-    # Scoring 5000 episodes takes 15 s or more, without a message: the heartbeat is not the work.
-    result = run_script("--seeds", 0, "--workers", 1, "--max-episodes", 3, "--eval-episodes", 5000, "--no-render",
-                        timeout=PATIENCE * 3)
+def test_a_worker_busy_for_longer_than_a_heartbeat_may_stop_is_not_lost(monkeypatch):
+    """A worker that says nothing while it scores its trained agent for three times LOST_AFTER: the work is not the
+    heartbeat, and nothing else is judged by time."""
+    monkeypatch.setattr(rc, "LOST_AFTER", 1)
+    evaluate = rc.evaluate
+
+    def slow_evaluate(*args):
+        time.sleep(3 * rc.LOST_AFTER)
+        return evaluate(*args)
+
+    monkeypatch.setattr(rc, "evaluate", slow_evaluate)
+    result = run_main("--seeds", 0, "--workers", 1, "--max-episodes", 3, "--no-render")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert len(progress_lines(result.stdout)) == 1 and "Stopped" not in result.stdout
 
