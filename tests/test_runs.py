@@ -9,7 +9,7 @@ import pytest
 
 import reinforce_cartpole as rc
 from as_written import run_as_written
-from conftest import SOLVE_MAX_EPISODES, episode_lines, history_rows
+from conftest import SOLVE_MAX_EPISODES, episode_lines, history_rows, run_main
 
 STATE_FIELDS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "output", "batch", "metrics",
                 "dataloader", "seed", "times", "running_reward", "observation", "ep_reward", "timestep")
@@ -36,8 +36,7 @@ def test_trains_until_solved(solved_run):
 def port_returns(seed, episodes, tmp_path):
     """The port's per-episode returns, through main() and its --history."""
     history = tmp_path / f"history-{seed}.csv"
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc.main(["--no-render", "--seed", str(seed), "--max-episodes", str(episodes), "--history", str(history)])
+    run_main("--no-render", "--seed", seed, "--max-episodes", episodes, "--history", history)
     return [float(row["return"]) for row in history_rows(history)]
 
 

@@ -342,14 +342,17 @@ def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_ne
     hubs = [rc.Hub(store, rank, 3) for rank in range(3)]
     report = rc.SweepReport(args, [rc.Run(0.01, 0.99, seed) for seed in range(3)], hubs[0], outcome,
                             watch_heartbeats=True)
-    threading.Thread(target=rc.keep_in_touch, args=(hubs[1], rc.Outcome(rc.Stop()), threading.Event()),
-                     daemon=True).start()
+    done = threading.Event()
+    contact = threading.Thread(target=rc.keep_in_touch, args=(hubs[1], rc.Outcome(rc.Stop()), done), daemon=True)
+    contact.start()
     hubs[1].tell(start=1)
     hubs[2].tell(start=2)
     time.sleep(2 * rc.LOST_AFTER + 1)  # worker 1 says nothing all this time
     hubs[0].tell(bye=[])
     hubs[1].tell(bye=[])
     assert report.finish() == 4 and outcome.reason == "a lost worker"
+    done.set()  # as take_part ends it
+    contact.join()
     assert capsys.readouterr().err == ("reinforce_cartpole.py: worker 2 was lost (no heartbeat for 2 s) while it "
                                        "trained lr 0.01, gamma 0.99, seed 2: that run is lost; the sweep stops\n")
 
