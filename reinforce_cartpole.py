@@ -35,6 +35,8 @@ from gymnasium.wrappers import RecordVideo
 
 import argparse
 import contextlib
+import csv
+import enum
 import errno
 import importlib.util
 import io
@@ -42,7 +44,6 @@ import itertools
 import json
 import logging
 import multiprocessing.resource_tracker
-import socket
 import tempfile
 import threading
 import time
@@ -50,11 +51,10 @@ import warnings
 from collections import Counter, namedtuple
 from types import SimpleNamespace
 
-import ignite.distributed as idist
 import torch.distributed as dist
+import torch.multiprocessing
 from gymnasium.wrappers import HumanRendering
 from ignite.handlers import Checkpoint
-from ignite.utils import setup_logger
 from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 PROG = "reinforce_cartpole.py"
@@ -82,6 +82,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=seed_list, metavar="LIST",
                    help="train every one of these seeds, such as 0-19 or 1,5,9, with every --lr and --gamma, "
                         "and summarize (default: one run, of --seed)")
+    p.add_argument("--resume", action="store_true",
+                   help="train only the runs of --seeds that the same command, stopped, did not finish: they are "
+                        "read from --history and the file beside it (default: off)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes for --seeds (default: the cores this process may use, at most one per run)")
     p.add_argument("--video-dir", default="video", metavar="DIR", help="where recordings go (default: video)")
@@ -355,8 +358,10 @@ def check_sweep(args):
         runs = len(args.seeds) * len(args.lr) * len(args.gamma)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         args.workers = args.workers or min(cores, runs)
-    elif args.workers is not None:
-        raise UsageError("--workers applies to --seeds")
+        if args.resume and not args.history:
+            raise UsageError("--resume needs --history, which holds the finished runs of the sweep")
+    elif args.workers is not None or args.resume:
+        raise UsageError(f"{'--workers' if args.workers is not None else '--resume'} applies to --seeds")
     elif under_torchrun:
         raise UsageError("under torchrun, give --seeds: a single run trains in one process")
     args.seed = 543 if args.seed is None else args.seed
@@ -417,29 +422,57 @@ Row = namedtuple("Row", "episode length episode_return running_reward seconds") 
 
 
 # --- How a run is going: why it stops, what could not be written, its exit status ---
-EXIT_STATUS = {"a failed write": 3, "a lost worker": 4, "a closed pipe": 141}  # and a signal's: 128 + its number
+POLL_EVERY = 0.25  # seconds between a sweep worker's looks at the sweep's store
+
+
+class Cause(enum.Enum):
+    """Why a run, or a sweep, stopped before its end: the exit status it gives, and its words."""
+    SIGINT = 130, "SIGINT"
+    SIGTERM = 143, "SIGTERM"
+    FAILED_WRITE = 3, "a failed write"
+    LOST_WORKER = 4, "a lost worker"
+    CLOSED_PIPE = 141, "a closed pipe"
+
+    def __init__(self, status, words):
+        self.status, self.words = status, words
+
+
+def exit_status(cause, failed, otherwise):
+    """A stop's status; else 3 if an output could not be written; else `otherwise`."""
+    return cause.status if cause else Cause.FAILED_WRITE.status if failed else otherwise
 
 
 class Outcome:
     """Whether a run, or this worker's part of a sweep, stops after its current step and why (the signal that `stop`
-    caught, else the first reason given), and the kinds of output that could not be written."""
+    caught, else the first cause given), and the kinds of output that could not be written. A sweep's worker sets
+    `poll` to what it looks at in the sweep's store, a few times a second."""
 
     def __init__(self, stop):
         self.stop, self.given, self.failed = stop, None, set()
+        self.poll, self.next_poll = lambda: None, 0.0
 
     @property
-    def reason(self):
-        return signal.Signals(self.stop.signum).name if self.stop.signum else self.given
+    def cause(self):
+        return Cause[signal.Signals(self.stop.signum).name] if self.stop.signum else self.given
 
-    def __call__(self, reason):
-        self.given = self.given or reason
+    def __call__(self, cause):
+        self.given = self.given or cause
+
+    def stopped(self):
+        if time.monotonic() >= self.next_poll:
+            self.next_poll = time.monotonic() + POLL_EVERY
+            self.poll()
+        return self.cause is not None
 
     def attach(self, trainer):
         # Checked after each step, as Engine.run() clears a terminate() called before it.
         @trainer.on(Events.ITERATION_COMPLETED)
         def stop_if_asked():
-            if self.reason:
+            if self.stopped():
                 trainer.terminate()
+
+    def say_stopped(self, what):
+        print(f"Stopped by {self.cause.words}: {what}")
 
     @contextlib.contextmanager
     def writing(self, kind, path, then=""):
@@ -450,12 +483,6 @@ class Outcome:
         except OSError as e:
             print(f"{PROG}: cannot write {path}: {os_reason(e)}{then}", file=sys.stderr)
             self.failed.add(kind)
-
-
-def exit_status(reason, failed, otherwise):
-    if reason:
-        return 128 + signal.Signals[reason] if reason.startswith("SIG") else EXIT_STATUS[reason]
-    return EXIT_STATUS["a failed write"] if failed else otherwise
 
 
 # --- Files: written whole or not at all ------------------------------------------
@@ -505,7 +532,8 @@ class HistoryFile:
     def __init__(self, path, outcome, then):
         self.path, self.outcome, self.then, self.started = path, outcome, then, False
 
-    def add(self, rows):
+    def add(self, rows, record=None):
+        """`record`, a sweep's finished runs, is then written whole beside the file, for --resume."""
         if not self.path or "history" in self.outcome.failed:
             return
         lines = [",".join(map(str, values)) for values in rows]
@@ -515,8 +543,11 @@ class HistoryFile:
             else:
                 write_whole(self.path, lambda path: append_lines(path, [self.HEADER, *lines]))
             self.started = True
+        if record is not None and "history" not in self.outcome.failed:
+            with self.outcome.writing("history", record_path(self.path), self.then):
+                write_whole(record_path(self.path), lambda path: append_lines(path, [json.dumps(record)]))
         if "history" in self.outcome.failed:
-            self.outcome("a failed write")
+            self.outcome(Cause.FAILED_WRITE)
 
 
 # --- Recording -----------------------------------------------------------------------
@@ -613,7 +644,7 @@ class RunOutputs:
     def score(self):
         """The trained agent in eval mode for --eval-episodes episodes, the first recorded: their (return, length)."""
         env = agent_env(self.args, self.outcome, self.video_dir, "trained-agent", lambda episode: episode == 0)
-        results = [] if self.outcome.reason else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
+        results = [] if self.outcome.cause else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
                                                           self.args, self.outcome)
         if self.tensorboard:
             if results:
@@ -669,11 +700,11 @@ def train_and_report(args, outcome):
     results = outputs.score()
     if results:
         print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
-    if outcome.reason:
-        print(f"Stopped by {outcome.reason}: trained {len(outputs.rows)} episodes")
+    if outcome.cause:
+        outcome.say_stopped(f"trained {len(outputs.rows)} episodes")
     elif not state.solved:
         print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
-    return exit_status(outcome.reason, outcome.failed, 0 if state.solved else 1)
+    return exit_status(outcome.cause, outcome.failed, 0 if state.solved else 1)
 
 
 # --- Evaluation: the trained agent and --play, recorded and watched ------------------
@@ -697,7 +728,7 @@ def evaluate(policy, env, episodes, seed, args, outcome):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
             total, length, done = 0.0, 0, False
-            while not (done or outcome.reason or args.watch and pygame.event.peek(pygame.QUIT)):
+            while not (done or outcome.stopped() or args.watch and pygame.event.peek(pygame.QUIT)):
                 observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
                 total, length, done = total + reward, length + 1, terminated or truncated
             del policy.saved_log_probs[:]
@@ -735,217 +766,220 @@ def play(args, env, policy, outcome):
     results = evaluate(policy, env, args.eval_episodes, args.seed, args, outcome)
     if results:
         print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
-    if outcome.reason:
-        print(f"Stopped by {outcome.reason}: played {len(results)} of {args.eval_episodes} episodes")
-    return exit_status(outcome.reason, outcome.failed, 0)
+    if outcome.cause:
+        outcome.say_stopped(f"played {len(results)} of {args.eval_episodes} episodes")
+    return exit_status(outcome.cause, outcome.failed, 0)
 
 
-# --- Many seeds and settings: a sweep of workers that share a store ------------------
-LOST_AFTER = 20  # seconds: a worker on another torchrun node whose heartbeat stops for this long is lost
+# --- Many seeds and settings: workers that share a store ---------------------------
+LOST_AFTER = 20  # seconds: a torchrun worker whose heartbeat stops for this long is lost
+BEAT_EVERY = 1  # seconds between a torchrun worker's heartbeats
 
 
-class Hub:
-    """A worker's end of the sweep's store: a TCPStore that the first worker hosts for those it spawns, torchrun's
-    own (its keys apart per run and restart), or with one worker a HashStore. The protocol, key by key:
-
-    "next run"  every worker: add("next run", 1) - 1 is the run it takes next, while there is one.
-    "messages"  every worker: a queue of JSON objects with the sender's "rank", which the first worker follows:
-                {"start": i} as it takes run i, {"done": i, "result": ..., "rows": [...]} as it finishes it, and
-                {"bye": [kinds of output it could not write]} as it takes no more. The first worker adds {"lost": how}
-                for a spawned worker that ended without a goodbye.
-    "beat R"    worker R's thread adds 1 every second, however busy R is; under torchrun the first worker watches it.
-    "stop"      whoever stops first: why ("SIGINT", "a failed write", ...). Every worker stops after its current step.
-    "finished"  the first worker: the sweep's exit status, once every worker has said goodbye or is lost. Under
-                torchrun every worker exits with it.
-    """
-
-    def __init__(self, store, rank, world_size):
-        self.store, self.rank, self.world_size = store, rank, world_size
-
-    def tell(self, **message):
-        self.store.queue_push("messages", json.dumps({"rank": self.rank, **message}))
-
-    def agree_on_stop(self, reason):
-        """Gives this worker's reason to stop, unless one came first; returns the sweep's, if any."""
-        if reason:
-            self.store.compare_set("stop", "", reason)
-        return self.store.get("stop").decode() if self.store.check(["stop"]) else None
+def planned_runs(args):
+    return [Run(lr, gamma, seed) for lr in args.lr for gamma in args.gamma for seed in args.seeds]
 
 
-def sweep(args, outcome):
-    """Trains every setting with every seed on the workers, this process the first of them: --workers in all, or those
-    that torchrun starts. The first worker prints a line as each run finishes, and the summary."""
-    runs = [Run(lr, gamma, seed) for lr in args.lr for gamma in args.gamma for seed in args.seeds]
-    setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)  # as Ignite's docs show
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # every process of torchrun is a worker
-        with idist.Parallel(backend="gloo"):
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
-            keys = f"reinforce_cartpole/{os.environ['TORCHELASTIC_RUN_ID']}/{os.environ['TORCHELASTIC_RESTART_COUNT']}"
-            hub = Hub(dist.PrefixStore(keys, store), idist.get_rank(), idist.get_world_size())
-            return take_part(args, runs, hub, outcome, under_torchrun=True)
+def sweep(args, outcome, resumed):
+    """Trains every setting with every seed on the workers, this process the first of them (under torchrun, one of
+    them). `resumed`: the results of runs that an earlier sweep finished. Returns the exit status."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # every process of torchrun is a worker, and its agent hosts the store
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+        kept = dist.PrefixStore(f"reinforce_cartpole/{os.environ['TORCHELASTIC_RUN_ID']}", store)
+        attempt = dist.PrefixStore(os.environ["TORCHELASTIC_RESTART_COUNT"], kept)
+        worker = SweepWorker(args, kept, attempt, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), outcome)
+        worker.watched_by_heartbeat = True
+        return worker.take_part(resumed)
     if args.workers == 1:
-        return take_part(args, runs, Hub(dist.HashStore(), 0, 1), outcome)
-    hub = Hub(dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False), 0, args.workers)
-    spawner = threading.Thread(target=spawn_workers, args=(args, runs, hub))
-    spawner.start()  # the others start while this one trains
-    status = take_part(args, runs, hub, outcome)
-    spawner.join()
-    return status
+        store = dist.HashStore()
+        return SweepWorker(args, store, store, 0, 1, outcome).take_part(resumed)
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    worker = SweepWorker(args, store, store, 0, args.workers, outcome)
+    worker.others = start_workers(args, store.port)  # they start while this one trains
+    return worker.take_part(resumed)
 
 
-def spawn_workers(args, runs, hub):
-    """Starts workers 1 and up with ignite.distributed, and tells the first worker of each that ends without a goodbye.
-    From a thread that holds SIGINT and SIGTERM, which each worker inherits and holds until it has its handlers (as
-    CPython starts its resource tracker, bpo-33613): a Ctrl-C while they start is one like any other."""
-    if hasattr(signal, "pthread_sigmask"):  # POSIX; Windows has neither the mask nor the resource tracker
-        multiprocessing.resource_tracker.ensure_running()  # started later, it would let the two signals through
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+def start_workers(args, port):
+    """Starts workers 1 and up, and returns at once. They inherit SIGINT and SIGTERM held, and hold them until their
+    handlers are in place: a Ctrl-C while they start is one like any other, not a KeyboardInterrupt's traceback."""
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # its "Terminating process" lines
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        group_port = s.getsockname()[1]
-    how = {}
+    held = None
+    if hasattr(signal, "pthread_sigmask"):  # POSIX; Windows has neither the mask nor the resource tracker
+        multiprocessing.resource_tracker.ensure_running()  # started later, it would unblock the two signals
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        with idist.Parallel(backend="gloo", nproc_per_node=hub.world_size - 1, master_addr="127.0.0.1",
-                            master_port=group_port) as parallel:
-            parallel.run(sweep_process, args, runs, hub.store.port)
-    except ProcessExitedException as e:  # spawn has ended the others with SIGTERM
-        how[e.error_index + 1] = f"ended by {e.signal_name}" if e.signal_name else f"exit status {e.exit_code}"
-    except ProcessRaisedException as e:
-        how[e.error_index + 1] = f"it raised {str(e).strip().splitlines()[-1]}"
-    finally:  # the one that ended first is named first; one that said goodbye is not lost
-        for rank in sorted(range(1, hub.world_size), key=lambda rank: rank not in how):
-            hub.tell(rank=rank, lost=how.get(rank, "ended by spawn, as another worker had"))
+        return torch.multiprocessing.start_processes(spawned_worker, (args, port), args.workers - 1, join=False,
+                                                     start_method="spawn")
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def sweep_process(local_rank, args, runs, port):
-    """A spawned worker, rank 1 and up."""
+def spawned_worker(index, args, port):
+    """Worker index + 1, in a process of its own."""
     quiet_known_warnings()
     torch.set_num_threads(1)
     with Stop(quiet=True) as stop:
-        hub = Hub(dist.TCPStore("127.0.0.1", port, is_master=False), local_rank + 1, args.workers)
-        take_part(args, runs, hub, Outcome(stop))
+        store = dist.TCPStore("127.0.0.1", port, is_master=False)
+        SweepWorker(args, store, store, index + 1, args.workers, Outcome(stop)).take_part()
 
 
-def take_part(args, runs, hub, outcome, under_torchrun=False):
-    """This worker's part: it trains runs until none is left or the sweep stops. The first worker follows the sweep
-    meanwhile and returns its exit status; the others keep in touch, and under torchrun exit with that status too."""
-    report = SweepReport(args, runs, hub, outcome, under_torchrun) if hub.rank == 0 else None
-    done = threading.Event()
-    contact = None if report else threading.Thread(target=keep_in_touch, args=(hub, outcome, done))
-    if contact:
-        contact.start()
-    try:
-        while not outcome.reason and (index := hub.store.add("next run", 1) - 1) < len(runs):
-            hub.tell(start=index)
-            finished = sweep_run(args, runs[index], outcome)
-            if finished:
-                hub.tell(done=index, **finished)
-        outcome(hub.agree_on_stop(outcome.reason))  # before the goodbye, as a second signal may end the worker next
-        hub.tell(bye=sorted(outcome.failed))
-        if report:
-            return report.finish()
-        if not under_torchrun:
-            return 0  # a spawned worker: the first one hears of everything
-        while not hub.store.check(["finished"]):
-            time.sleep(0.1)
-        return int(hub.store.get("finished"))
-    except dist.DistError as e:  # the store's host has gone: the first worker, or torchrun on the first node
-        if not outcome.reason:
-            print(f"{PROG}: worker {hub.rank} lost the sweep's store ({str(e).splitlines()[0]})", file=sys.stderr)
-        return exit_status(outcome.reason or "a lost worker", outcome.failed, 0)
-    finally:  # a thread left inside a store call as the process exits can abort it ("terminate called ...")
-        done.set()
-        if contact:
-            contact.join()
+class SweepWorker:
+    """A worker's part in a sweep. The workers share nothing but a store: a TCPStore that the first worker hosts for
+    those it starts, torchrun's own, or with one worker a HashStore. Each looks at it where it checks for a stop, a
+    few times a second (`poll`). The keys:
 
+    "run I"     the result and the rows of run I, set by the worker that finished it. The first worker sets those of
+                --resume before the others take runs, and under torchrun they outlast a restart: a run that has one is
+                not trained again. Every other key is apart per torchrun restart.
+    "ready"     set by the first worker once "run I" holds the runs of --resume; the others wait for it.
+    "next run"  add("next run", 1) - 1 is the run that a worker takes next, while there is one.
+    "holds R"   the run that worker R took last.
+    "finished"  a count of the runs finished: when it grows, the first worker looks for their results.
+    "stop"      the first stop's cause, such as "SIGINT". Every worker stops after its current step.
+    "bye R"     worker R takes no more runs: the kinds of output that it could not write.
+    "beat R"    under torchrun, worker R's thread adds 1 every second, however busy R is. The first worker counts R
+                lost once that stops for LOST_AFTER seconds; a worker that it started is named by torch when it ends.
+    """
 
-def keep_in_touch(hub, outcome, done):
-    """A worker's thread, beside its training until `done`: tells the sweep of this worker's signal, stops the worker
-    when the sweep stops, and beats every second, however busy the worker is."""
-    with contextlib.suppress(dist.DistError):  # the worker hears of that itself
-        for tick in itertools.count():
-            outcome(hub.agree_on_stop(outcome.reason))
-            if tick % 5 == 0:
-                hub.store.add(f"beat {hub.rank}", 1)
-            if done.wait(0.2):
-                return
-
-
-def sweep_run(args, run, outcome):
-    """One run of the sweep, as --seed would train it: its result and rows, or None if the sweep stopped first."""
-    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
-        state, outputs = train_run(args, run, outcome, os.path.join(args.video_dir, run_name(run)))
-        results = outputs.score()
-    if outcome.reason:
-        return None
-    score = float(np.mean([total for total, _ in results]))
-    return {"result": {"episodes": state.epoch, "solved": state.solved, "score": score}, "rows": outputs.rows}
-
-
-class SweepReport:
-    """The first worker's account of the sweep, kept by a thread as messages come: each finished run's line and
-    --history rows, the stop between this process and the others, and lost workers. At the end the summary, the
-    --plot and the exit status."""
-
-    def __init__(self, args, runs, hub, outcome, watch_heartbeats):
-        self.args, self.runs, self.hub, self.outcome = args, runs, hub, outcome
+    def __init__(self, args, kept, attempt, rank, world_size, outcome):
+        self.args, self.runs, self.kept, self.attempt = args, planned_runs(args), kept, attempt
+        self.rank, self.world_size, self.outcome = rank, world_size, outcome
+        self.others, self.watched_by_heartbeat = None, False  # how the first worker knows of a lost worker
         self.out, self.started = sys.stdout, time.monotonic()  # not a run's redirected stdout
         self.history = HistoryFile(args.history, outcome, "; the sweep stops")
-        self.results, self.doing, self.left, self.lost, self.failed = {}, {}, set(), {}, set()
-        self.beats = {rank: (0, self.started) for rank in range(1, hub.world_size)} if watch_heartbeats else {}
-        self.thread = threading.Thread(target=self.follow, daemon=True)
-        self.thread.start()
+        self.results, self.record, self.resumed, self.finished_count = {}, [], None, None
+        self.gone, self.lost, self.failed, self.beats = set(), False, set(), {}
+        outcome.poll = self.poll
 
-    def follow(self):
-        with contextlib.suppress(dist.DistError):  # torchrun's store has gone: the worker hears of that itself
-            while len(self.left) + len(self.lost) < self.hub.world_size:
-                while self.hub.store.queue_len("messages"):  # only the first worker takes from it
-                    self.receive(**json.loads(self.hub.store.queue_pop("messages")))
-                self.watch_heartbeats()
-                self.outcome(self.hub.agree_on_stop(self.outcome.reason))
-                time.sleep(0.1)
+    def take_part(self, resumed=None):
+        """Trains runs until none is left or the sweep stops. Returns the first worker's sweep's exit status; another's
+        own status, which torchrun reports."""
+        if self.rank == 0:
+            for index, result in (resumed or {}).items():
+                self.kept.set(f"run {index}", json.dumps(result))
+            self.attempt.set("ready", "")
+            self.learn_finished_runs()
+            if self.results:
+                print(f"{len(self.results)} of {len(self.runs)} runs finished before, and are not trained again")
+            self.resumed = len(self.results)
+        done = threading.Event()
+        heartbeat = threading.Thread(target=beat, args=(self.attempt, self.rank, done))
+        try:
+            while not self.attempt.check(["ready"]):
+                time.sleep(0.05)
+            if self.rank and self.watched_by_heartbeat:
+                heartbeat.start()
+            while not self.outcome.stopped() and (index := self.attempt.add("next run", 1) - 1) < len(self.runs):
+                if not self.kept.check([f"run {index}"]):
+                    self.train(index)
+            self.agree_on_stop()  # before the goodbye, as a second signal may end this worker right after it
+            if self.rank == 0:
+                return self.finish()
+            self.attempt.set(f"bye {self.rank}", json.dumps(sorted(self.outcome.failed)))
+            return exit_status(self.outcome.cause, self.outcome.failed, 0)
+        except dist.DistError as e:  # the store's host has gone: torchrun's agent on the first node
+            if not self.outcome.cause:
+                print(f"{PROG}: worker {self.rank} lost the sweep's store ({str(e).splitlines()[0]})", file=sys.stderr)
+            return exit_status(self.outcome.cause or Cause.LOST_WORKER, self.outcome.failed, 0)
+        finally:  # a thread left inside a store call as the process exits can abort it
+            done.set()
+            if heartbeat.is_alive():
+                heartbeat.join()
 
-    def receive(self, rank, start=None, done=None, result=None, rows=(), bye=None, lost=None):
-        if start is not None:
-            self.doing[rank] = start
-        if done is not None:
-            self.doing.pop(rank, None)
-            self.finished(done, {**result, "rows": [Row(*row) for row in rows]})
-        if bye is not None:
-            self.left.add(rank)
-            self.failed.update(bye)
-        if lost is not None and rank not in self.left and rank not in self.lost:
-            self.lose(rank, lost)
+    def train(self, index):
+        """Run `index`, as --seed would train it alone; its result goes to the store, unless the sweep stops first."""
+        self.attempt.set(f"holds {self.rank}", str(index))
+        run = self.runs[index]
+        with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
+            state, outputs = train_run(self.args, run, self.outcome, os.path.join(self.args.video_dir, run_name(run)))
+            results = outputs.score()
+        if not self.outcome.cause:
+            score = float(np.mean([total for total, _ in results]))
+            result = {"episodes": state.epoch, "solved": bool(state.solved), "score": score, "rows": outputs.rows}
+            self.kept.set(f"run {index}", json.dumps(result))
+            self.attempt.add("finished", 1)
 
-    def finished(self, index, result):
-        self.results[index] = result
-        self.history.add([(*self.runs[index], *row) for row in result["rows"]])
-        done, total = len(self.results), len(self.runs)
-        outcome = "solved in" if result["solved"] else "not solved in"
-        print(f"[{done}/{total}] {describe(self.runs[index])}: {outcome} {result['episodes']} episodes, trained agent "
-              f"{result['score']:.1f}; {time_left((time.monotonic() - self.started) / done * (total - done))}",
-              file=self.out)
+    def poll(self):
+        if self.rank == 0:
+            self.watch_workers()
+            self.learn_finished_runs()
+        self.agree_on_stop()
 
-    def watch_heartbeats(self):
-        """Under torchrun, a worker on another node whose heartbeat stops, and that has not said goodbye, is lost."""
-        for rank, (count, since) in self.beats.items():
-            if rank not in self.left and rank not in self.lost:
-                if (beats := self.hub.store.add(f"beat {rank}", 0)) != count:
-                    self.beats[rank] = (beats, time.monotonic())
-                elif time.monotonic() - since > LOST_AFTER:
-                    self.lose(rank, f"no heartbeat for {LOST_AFTER} s")
+    def agree_on_stop(self):
+        """Gives the sweep this worker's cause to stop, unless another came first, or takes the sweep's."""
+        if self.outcome.cause:
+            self.attempt.compare_set("stop", "", self.outcome.cause.name)
+        elif self.attempt.check(["stop"]):
+            self.outcome(Cause[self.attempt.get("stop").decode()])
+
+    # The first worker's part: the runs finished, the workers gone, and at the end the summary.
+    def learn_finished_runs(self):
+        if self.finished_count == (count := self.attempt.add("finished", 0)):
+            return
+        self.finished_count = count
+        for index, run in enumerate(self.runs):
+            if index not in self.results and self.kept.check([f"run {index}"]):
+                result = json.loads(self.kept.get(f"run {index}"))
+                self.results[index] = {**result, "rows": [Row(*row) for row in result["rows"]]}
+                self.keep(run, self.results[index])
+
+    def keep(self, run, result):
+        """A finished run's rows in --history, with the record beside it that --resume reads, and its line."""
+        summary = {"episodes": result["episodes"], "solved": result["solved"], "score": result["score"]}
+        self.record.append({**run._asdict(), **summary})
+        record = {"--env-id": self.args.env_id, "--max-episodes": self.args.max_episodes,
+                  "--eval-episodes": self.args.eval_episodes, "runs": self.record}
+        self.history.add([(*run, *row) for row in result["rows"]], record)
+        if self.resumed is not None:
+            done, total, new = len(self.results), len(self.runs), len(self.results) - self.resumed
+            outcome = "solved in" if result["solved"] else "not solved in"
+            print(f"[{done}/{total}] {describe(run)}: {outcome} {result['episodes']} episodes, trained agent "
+                  f"{result['score']:.1f}; {time_left((time.monotonic() - self.started) / new * (total - done))}",
+                  file=self.out)
+
+    def watch_workers(self):
+        """Takes the goodbyes, and loses a worker that ended (torch names it) or, under torchrun, fell silent."""
+        ended = False
+        if self.others:
+            try:
+                ended = self.others.join(timeout=0)  # True once every one has exited with status 0
+            except (ProcessExitedException, ProcessRaisedException) as e:  # torch has ended the others meanwhile
+                self.lose(e.error_index + 1, ended_how(e))
+                ended = True
+            self.others = None if ended else self.others
+        for rank in sorted(set(range(1, self.world_size)) - self.gone):
+            if self.attempt.check([f"bye {rank}"]):
+                self.gone.add(rank)
+                self.failed.update(json.loads(self.attempt.get(f"bye {rank}")))
+            elif ended:
+                self.gone.add(rank)
+            elif self.watched_by_heartbeat:
+                self.watch_heartbeat(rank)
+
+    def watch_heartbeat(self, rank):
+        count, since = self.beats.get(rank, (None, time.monotonic()))
+        if (beats := self.attempt.add(f"beat {rank}", 0)) != count:
+            self.beats[rank] = (beats, time.monotonic())
+        elif time.monotonic() - since > LOST_AFTER:
+            self.lose(rank, f"no heartbeat for {LOST_AFTER} s")
 
     def lose(self, rank, how):
-        index = self.lost[rank] = self.doing.pop(rank, None)
-        lost = f" while it trained {describe(self.runs[index])}: that run is lost" if index is not None else ""
-        print(f"{PROG}: worker {rank} was lost ({how}){lost}; the sweep stops", file=sys.stderr)
-        self.outcome("a lost worker")
+        self.gone.add(rank)
+        self.lost = True
+        held = int(self.attempt.get(f"holds {rank}")) if self.attempt.check([f"holds {rank}"]) else None
+        unfinished = held is not None and not self.kept.check([f"run {held}"])
+        run = f" while it trained {describe(self.runs[held])}: that run is lost" if unfinished else ""
+        print(f"{PROG}: worker {rank} was lost ({how}){run}; the sweep stops", file=sys.stderr)
+        self.outcome(Cause.LOST_WORKER)
 
     def finish(self):
-        self.thread.join()
+        while self.others or len(self.gone) < self.world_size - 1:
+            self.poll()
+            time.sleep(0.1)
+        self.poll()
         for line in summary_lines(self.runs, self.results, self.args.max_episodes):
-            print(line, file=self.out)
+            print(line)
         finished = sorted(self.results)
         if self.args.plot and finished:
             with self.outcome.writing("plot", self.args.plot):
@@ -953,12 +987,61 @@ class SweepReport:
                     path, [self.runs[i] for i in finished], [self.results[i]["rows"] for i in finished],
                     gym.spec(self.args.env_id).reward_threshold,
                     f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
-        reason = "a lost worker" if self.lost else self.outcome.reason  # not spawn's SIGTERM to the others
-        if reason:
-            print(f"Stopped by {reason}: {len(finished)} of {len(self.runs)} runs finished", file=self.out)
-        status = exit_status(reason, self.failed | self.outcome.failed, 0)
-        self.hub.store.set("finished", str(status))
-        return status
+        cause = Cause.LOST_WORKER if self.lost else self.outcome.cause  # not the SIGTERM that torch sends the others
+        if cause:
+            print(f"Stopped by {cause.words}: {len(finished)} of {len(self.runs)} runs finished")
+        return exit_status(cause, self.failed | self.outcome.failed, 0)
+
+
+def beat(store, rank, done):
+    """A torchrun worker's heartbeat, until `done`, whatever the worker does meanwhile."""
+    with contextlib.suppress(dist.DistError):  # the worker hears of that itself
+        while not done.is_set():
+            store.add(f"beat {rank}", 1)
+            done.wait(BEAT_EVERY)
+
+
+def ended_how(error):
+    """How a worker that torch started ended: its signal, its exit status, or its exception's type and message."""
+    if isinstance(error, ProcessExitedException):
+        return f"ended by {error.signal_name}" if error.signal_name else f"exit status {error.exit_code}"
+    trace = str(error).splitlines()  # its traceback, whose last one ends with the type and message, unindented
+    last = max(i for i, line in enumerate(trace) if line.startswith("Traceback "))
+    return "it raised " + next(line for line in trace[last + 1:] if line and not line[0].isspace())
+
+
+def record_path(history):
+    """The file beside a sweep's --history that --resume reads: each finished run's result and settings."""
+    return f"{history}.json"
+
+
+def load_finished_runs(args):
+    """--resume: {index: result} of the runs that a stopped sweep with the same --history finished, or a UsageError
+    if they are not runs of this sweep."""
+    record, runs, rows = record_path(args.history), planned_runs(args), {}
+    try:
+        with open(record) as f:
+            saved = json.load(f)
+        with open(args.history, newline="") as f:
+            for row in csv.DictReader(f):
+                run = Run(float(row["lr"]), float(row["gamma"]), int(row["seed"]))
+                rows.setdefault(run, []).append(Row(int(row["episode"]), int(row["length"]), float(row["return"]),
+                                                    float(row["running_reward"]), float(row["seconds"])))
+        finished = {Run(r["lr"], r["gamma"], r["seed"]): r for r in saved["runs"]}
+    except OSError as e:
+        raise UsageError(f"--resume: cannot read {e.filename} ({e.strerror}): no run of this sweep finished") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"--resume: {args.history} and {record} are not a sweep's history") from None
+    for flag, value in (("--env-id", args.env_id), ("--max-episodes", args.max_episodes),
+                        ("--eval-episodes", args.eval_episodes)):
+        if saved.get(flag) != value:
+            raise UsageError(f"--resume: the runs in {record} had {flag} {saved.get(flag)}, not {value}")
+    for run, result in finished.items():
+        if run not in runs:
+            raise UsageError(f"--resume: {record} has a run that this sweep does not: {describe(run)}")
+        if len(rows.get(run, ())) != result["episodes"]:
+            raise UsageError(f"--resume: {args.history} lacks episodes of {describe(run)}")
+    return {runs.index(run): {**result, "rows": rows[run]} for run, result in finished.items()}
 
 
 def time_left(seconds):
@@ -966,29 +1049,36 @@ def time_left(seconds):
     return f"about {minutes} min {seconds:02d} s left"
 
 
-def median_interval(values, resamples=10_000):
-    """The median and its 95 % percentile-bootstrap interval. A fixed generator: the same runs, the same interval."""
-    values = np.asarray(values, dtype=float)
-    medians = np.median(np.random.default_rng(0).choice(values, (resamples, len(values))), axis=1)
-    return (np.median(values), *np.quantile(medians, [0.025, 0.975], method="inverted_cdf"))
+def median_interval(episodes, max_episodes, resamples=10_000):
+    """The median of the episodes to solve (inf: not solved in max_episodes) and its 95 % percentile-bootstrap
+    interval, each as (value, whether it only bounds the median from below). A fixed generator: the same runs, the
+    same interval."""
+    def medians(samples):  # an unsolved run counts as max_episodes, and a median that takes one in is a bound
+        return np.median(np.minimum(samples, max_episodes), axis=-1), np.isinf(np.median(samples, axis=-1))
+    values = np.asarray(episodes, dtype=float)
+    lows, bounds = medians(np.random.default_rng(0).choice(values, (resamples, len(values))))
+    ranked = np.lexsort((bounds, lows))  # a bound above an exact median of the same value
+    picks = ranked[np.quantile(np.arange(resamples), [0.025, 0.975], method="inverted_cdf").astype(int)]
+    return [medians(values), *((lows[i], bounds[i]) for i in picks)]
 
 
 def summary_lines(runs, results, max_episodes):
     """A row per setting: how many runs solved, the episodes they took (an unsolved run counts as more than
     --max-episodes, and is never dropped), and the trained agents' mean return."""
-    shown = lambda episodes: f">{max_episodes}" if np.isinf(episodes) else f"{episodes:g}"  # noqa: E731
+    shown = lambda value, bound: f"{'>' if bound else ''}{value:g}"  # noqa: E731
+    as_bound = lambda episodes: (min(episodes, max_episodes), np.isinf(episodes))  # noqa: E731
     lines = [f"{'lr':>8} {'gamma':>6} {'solved':>7}  {'median episodes [95 % interval]':<31} {'range':<14} "
-             f"trained agent"]
+             f"trained agent, mean return"]
     for setting in dict.fromkeys((run.lr, run.gamma) for run in runs):
         finished = [results[i] for i, run in enumerate(runs) if (run.lr, run.gamma) == setting and i in results]
         planned = sum((run.lr, run.gamma) == setting for run in runs)
         line = f"{setting[0]:>8g} {setting[1]:>6g} {sum(r['solved'] for r in finished):>3}/{len(finished):<3}"
         if finished:
             episodes = [r["episodes"] if r["solved"] else np.inf for r in finished]
-            median, low, high = median_interval(episodes)
-            interval = f"{shown(median)} [{shown(low)}, {shown(high)}]"
-            line += (f"  {interval:<31} {shown(min(episodes)) + ' to ' + shown(max(episodes)):<14} "
-                     f"{np.mean([r['score'] for r in finished]):.1f}")
+            median, low, high = median_interval(episodes, max_episodes)
+            interval = f"{shown(*median)} [{shown(*low)}, {shown(*high)}]"
+            span = f"{shown(*as_bound(min(episodes)))} to {shown(*as_bound(max(episodes)))}"
+            line += f"  {interval:<31} {span:<14} {np.mean([r['score'] for r in finished]):.1f}"
         lines.append(line + (f"  ({planned - len(finished)} runs unfinished)" if len(finished) < planned else ""))
     return lines
 
@@ -1062,8 +1152,8 @@ class Stop:
 
 
 class WatchedOutput:
-    """Standard output, except that a reader that goes away (as after `| head`) stops the run, or the sweep: one line
-    on stderr and the rest of the output to the null device, instead of a BrokenPipeError from the next print."""
+    """Standard output, except that a reader that goes away (as after `| head`) stops the run, or the sweep, quietly
+    as Unix tools stop: the rest of the output goes to the null device, instead of a BrokenPipeError's traceback."""
 
     def __init__(self, stream, outcome):
         self.stream, self.outcome = stream, outcome
@@ -1080,8 +1170,7 @@ class WatchedOutput:
             call(*args)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            print(f"{PROG}: the output was closed, as `| head` closes it: stopping", file=sys.stderr)
-            self.outcome("a closed pipe")
+            self.outcome(Cause.CLOSED_PIPE)
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
@@ -1099,6 +1188,8 @@ def main(argv=None):
         if not args.watch:
             os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # no window: frames are drawn off-screen
         checkpoint = check_inputs(args)
+        first_worker = os.environ.get("RANK", "0") == "0"  # under torchrun the first worker reads, writes and speaks
+        resumed = load_finished_runs(args) if args.resume and first_worker else {}
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -1108,13 +1199,13 @@ def main(argv=None):
     # One thread: tensors this small gain nothing from sharing, and a thread team stalls when another process is busy.
     torch.set_num_threads(1)
     stdout = sys.stdout
-    with Stop(quiet=os.environ.get("RANK", "0") != "0") as stop:  # under torchrun the first worker speaks
+    with Stop(quiet=not first_worker) as stop:
         outcome = Outcome(stop)
         sys.stdout = WatchedOutput(stdout, outcome)
         try:
             if args.play:
                 return play(args, *checkpoint, outcome)
-            return sweep(args, outcome) if args.seeds is not None else train_and_report(args, outcome)
+            return sweep(args, outcome, resumed) if args.seeds is not None else train_and_report(args, outcome)
         finally:
             sys.stdout = stdout
 

@@ -115,5 +115,5 @@ def test_a_clip_folder_removed_midway(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err == (f"reinforce_cartpole.py: cannot write {tmp_path / 'clips' / 'rl-video-episode-0.mp4'}: "
                             "No such file or directory; no more clips are recorded\n")
-    assert captured.out == "" and outcome.failed == {"clip"} and outcome.reason is None
+    assert captured.out == "" and outcome.failed == {"clip"} and outcome.cause is None
     assert os.listdir(tmp_path) == []

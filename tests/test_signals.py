@@ -151,14 +151,14 @@ def test_ctrl_c_while_the_modules_import_ends_the_process_quietly():
     assert child.returncode == -signal.SIGINT and out == "" and err == ""
 
 
-def test_a_closed_pipe_stops_the_run_with_one_line_and_finishes_its_outputs(tmp_path):
+def test_a_closed_pipe_stops_the_run_quietly_and_finishes_its_outputs(tmp_path):
     # As `python reinforce_cartpole.py | head -2` does: the reader goes away after two lines.
     child = start("--log-interval", 1, "--video-dir", tmp_path / "video", "--plot", tmp_path / "curve.png")
     lines = [child.stdout.readline() for _ in range(2)]
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
     with child.stderr:
-        assert child.stderr.read() == "reinforce_cartpole.py: the output was closed, as `| head` closes it: stopping\n"
+        assert child.stderr.read() == "", "quiet, as Unix tools are"
     assert lines[0].startswith("Episode 1\t")
     assert (tmp_path / "curve.png").exists() and os.listdir(tmp_path / "video"), "the stop finished the outputs"
     assert_every_file_whole(tmp_path)

@@ -1,9 +1,9 @@
 """Many seeds in one command: every run of a sweep is the run that --seed trains alone, whatever the number of
-workers or the layout of torchrun's nodes, and so is the summary. Stops and faults give the right line and status on
-every node: signals (during training and while the workers start), a closed pipe, a write that fails on another node,
-a lost worker, a busy one that is not, and torchrun's restarts. The outputs of each run."""
+workers, the layout of torchrun's nodes or the GPUs that torch reports, and so is the summary. Stops and faults give
+the right line and status on every node: signals (during training and while the workers start), a closed pipe, a
+write that fails on another node, a lost worker (killed, raising, or silent under torchrun), and a busy one that is
+not. A stopped sweep resumes, with --resume or torchrun's restart, to end as one that never stopped."""
 
-import contextlib
 import json
 import os
 import re
@@ -15,32 +15,39 @@ import threading
 import time
 
 import pytest
-from PIL import Image
+import torch
 
 import reinforce_cartpole as rc
 from conftest import (ROOT, SCRIPT, decoded_frames, history_rows, leave_free, run_main, script_command, script_env,
-                      tensorboard_scalars)
+                      tensorboard_scalars, trained_agent_score)
 
 PATIENCE = 120  # seconds: a loaded 2-core machine may take a while
-# A sweep that a test stops: 6 runs of 60 episodes, half a second or so each, so that the stop comes after the first
-# run and before the last.
-STOPPED = ("--seeds", "0-5", "--max-episodes", 60)
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
+
+# A small sweep with two settings: 6 runs of 40 episodes, half a second or so each. Each test compares its own way of
+# running it, or of stopping and resuming it, with this sweep on 1 worker, in this process.
+SWEEP = ("--seeds", "0-2", "--lr", "0.01,0.02", "--max-episodes", 40)
+RUNS = [(lr, "0.99", str(seed)) for lr in ("0.01", "0.02") for seed in range(3)]
 
 
-def curves(path, **match):
-    """Each run's (episode, length, return, running reward) in a --history file, keyed by (lr, gamma, seed)."""
+def curves(path, seconds=False):
+    """Each run's rows in a --history file, keyed by (lr, gamma, seed); with `seconds`, their times too."""
     runs = {}
     for row in history_rows(path):
-        if all(row[key] == str(value) for key, value in match.items()):
-            run = runs.setdefault((row["lr"], row["gamma"], row["seed"]), [])
-            run.append((row["episode"], row["length"], row["return"], row["running_reward"]))
+        fields = ("episode", "length", "return", "running_reward", *(("seconds",) if seconds else ()))
+        runs.setdefault((row["lr"], row["gamma"], row["seed"]), []).append(tuple(row[field] for field in fields))
     return runs
 
 
 def progress_lines(output):
     return re.findall(r"^\[(\d+)/(\d+)\] lr (\S+), gamma (\S+), seed (\d+): (not )?solved in (\d+) episodes, "
                       r"trained agent ([\d.]+); about \d+ min \d+ s left$", output, re.M)
+
+
+def runs_in(output):
+    """The (lr, gamma, seed) of each progress line."""
+    return [line[2:5] for line in progress_lines(output)]
 
 
 def summary(output):
@@ -50,44 +57,68 @@ def summary(output):
     return lines[start:]
 
 
-# A small sweep with two settings: 6 runs of 40 episodes. Each test compares its own way of running it with this
-# sweep on 1 worker, in this process.
-SWEEP = ("--seeds", "0-2", "--lr", "0.01,0.02", "--max-episodes", 40)
-
-
 @pytest.fixture(scope="session")
 def reference_sweep(tmp_path_factory):
-    """SWEEP on 1 worker: what main() printed and returned, and its --history."""
-    history = tmp_path_factory.mktemp("reference-sweep") / "history.csv"
-    return run_main(*SWEEP, "--workers", 1, "--history", history), history
+    """SWEEP on 1 worker: what main() printed and returned, its --history and its --plot."""
+    folder = tmp_path_factory.mktemp("reference-sweep")
+    result = run_main(*SWEEP, "--workers", 1, "--history", folder / "history.csv", "--plot", folder / "runs.png")
+    return result, folder / "history.csv", folder / "runs.png"
 
 
 def test_every_run_of_a_sweep_is_its_solo_run(reference_sweep, tmp_path):
-    result, history = reference_sweep
+    result, history, _ = reference_sweep
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "Episode " not in result.stdout and "State:" not in result.stdout, "the tutorial's lines stay quiet"
     assert sorted(line[0] for line in progress_lines(result.stdout)) == ["1", "2", "3", "4", "5", "6"]
-    assert len(curves(history)) == 6 and len(curves(history, lr=0.02)) == 3
-    assert [line.split()[:3] for line in summary(result.stdout)[1:]] == [["0.01", "0.99", "0/3"],
-                                                                         ["0.02", "0.99", "0/3"]]
-    for lr, seed in ((0.01, 0), (0.02, 2)):
+    assert sorted(curves(history)) == sorted(RUNS)
+    for (lr, gamma, seed), (line,) in zip(RUNS, ([line for line in progress_lines(result.stdout)
+                                                   if line[2:5] == run] for run in RUNS)):
         solo = tmp_path / f"lr{lr}-seed{seed}.csv"
         solo_run = run_main("--no-render", "--seed", seed, "--lr", lr, "--max-episodes", 40, "--history", solo)
         assert solo_run.returncode == 1, solo_run.stderr
-        assert curves(history, lr=lr, seed=seed) == curves(solo)
-        assert f"lr {lr}, gamma 0.99, seed {seed}: not solved in 40 episodes" in result.stdout
+        assert curves(solo) == {(lr, gamma, seed): curves(history)[(lr, gamma, seed)]}
+        assert line[5:7] == ("not ", "40") and line[7] == f"{trained_agent_score(solo_run.stdout)[1]:.1f}"
+    assert [line.split()[:3] for line in summary(result.stdout)[1:]] == [["0.01", "0.99", "0/3"],
+                                                                         ["0.02", "0.99", "0/3"]]
 
 
-def test_two_workers_equal_one_worker(reference_sweep, tmp_path, capfd):
-    one, one_history = reference_sweep
+def python_startup(folder, code):
+    """An environment whose Python processes run `code` as they start (a sitecustomize module on PYTHONPATH)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+# As torch's CUDA build on a machine with one GPU: a device ordinal past the first fails, as it does there.
+ONE_GPU = """
+import torch
+torch.cuda.is_available = lambda: True
+torch.cuda.device_count = lambda: 1
+def set_device(device):
+    if (device if isinstance(device, int) else torch.device(device).index or 0) >= 1:
+        raise RuntimeError("CUDA error: invalid device ordinal")
+torch.cuda.set_device = set_device
+"""
+
+
+@pytest.fixture
+def one_gpu(tmp_path, monkeypatch):
+    """torch reports one CUDA device, in this process and in every Python process that it starts."""
+    for name, value in python_startup(tmp_path / "one-gpu", ONE_GPU).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def test_three_workers_where_torch_reports_one_gpu_equal_one_worker(reference_sweep, one_gpu, tmp_path, capfd):
+    one, one_history, one_plot = reference_sweep
     history = tmp_path / "history.csv"
-    two = run_main(*SWEEP, "--workers", 2, "--history", history, "--plot", tmp_path / "runs.png")
-    assert two.returncode == 0 and two.stderr == "" and capfd.readouterr().err == "", "the spawned worker is quiet too"
-    assert sorted(line[0] for line in progress_lines(two.stdout)) == ["1", "2", "3", "4", "5", "6"]
+    three = run_main(*SWEEP, "--workers", 3, "--history", history, "--plot", tmp_path / "runs.png")
+    assert three.returncode == 0 and three.stderr == "" and capfd.readouterr().err == "", "the others are quiet too"
+    assert sorted(line[0] for line in progress_lines(three.stdout)) == ["1", "2", "3", "4", "5", "6"]
     assert curves(history) == curves(one_history)
-    assert summary(two.stdout) == summary(one.stdout)
-    with Image.open(tmp_path / "runs.png") as image:
-        assert image.format == "PNG" and image.size == (800, 450)
+    assert summary(three.stdout) == summary(one.stdout)
+    assert (tmp_path / "runs.png").read_bytes() == one_plot.read_bytes()
 
 
 def free_port():
@@ -96,14 +127,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchrun(port, *node_args, nnodes=2, options=("--nproc-per-node", "1")):
+def torchrun(port, *node_args, nnodes=2, options=("--nproc-per-node", "1"), env_changes=None):
     """A torchrun per node on 127.0.0.1, as on as many machines, each in a process group of its own as a terminal runs
-    a command; node_args[i] are node i's arguments to the script."""
+    a command; node_args[i] are node i's arguments to the script. OMP_NUM_THREADS is set, as torchrun prints a banner
+    when it sets it itself."""
+    env = script_env({"OMP_NUM_THREADS": "1", **(env_changes or {})})
     return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes), *options,
                               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
                               str(SCRIPT), *map(str, args)],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             start_new_session=True, env=env)
              for rank, args in enumerate(node_args)]
 
 
@@ -118,7 +151,7 @@ def lines_until(process, prefix):
     for line in process.stdout:
         lines.append(line)
         if line.startswith(prefix):
-            return lines
+            return "".join(lines)
     raise AssertionError("".join(lines) + process.stderr.read())
 
 
@@ -131,10 +164,12 @@ def without_torchrun_exit_barrier_race(stderr):
 
 
 @POSIX
-def test_two_torchrun_nodes_equal_one_worker(reference_sweep, tmp_path):
-    """Two nodes of one process each, on 127.0.0.1: each a torchrun of its own, as on two machines."""
-    one, one_history = reference_sweep
-    nodes = torchrun(free_port(), *((*SWEEP, "--history", tmp_path / f"node{rank}.csv") for rank in (0, 1)))
+def test_two_torchrun_nodes_of_two_workers_where_torch_reports_one_gpu_equal_one_worker(reference_sweep, one_gpu,
+                                                                                        tmp_path):
+    """Each node a torchrun of its own on 127.0.0.1, as on two machines; local rank 1 exists on each."""
+    one, one_history, _ = reference_sweep
+    nodes = torchrun(free_port(), *((*SWEEP, "--history", tmp_path / f"node{rank}.csv") for rank in (0, 1)),
+                     options=("--nproc-per-node", "2"))
     (out0, err0), (out1, err1) = (node.communicate(timeout=PATIENCE * 3) for node in nodes)
     assert [node.returncode for node in nodes] == [0, 0], (err0, err1)
     assert without_torchrun_exit_barrier_race(err0) == without_torchrun_exit_barrier_race(err1) == "", (err0, err1)
@@ -145,7 +180,9 @@ def test_two_torchrun_nodes_equal_one_worker(reference_sweep, tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a tmpfs")
-def test_a_clip_that_another_node_cannot_write_is_the_sweeps_status_on_every_node(small_disk, tmp_path):
+def test_a_clip_that_another_node_cannot_write_fails_its_worker_and_the_sweep(small_disk, tmp_path):
+    """Node 1's worker exits 3 of its own failure, without waiting on a store that node 0's agent may close first;
+    the first worker hears of it in the goodbye, and the sweep's status is 3 too."""
     leave_free(small_disk, 0)
     nodes = torchrun(free_port(), ("--seeds", "0-3", "--max-episodes", 5),
                      ("--seeds", "0-3", "--max-episodes", 5, "--render", "--video-dir", small_disk))
@@ -154,39 +191,49 @@ def test_a_clip_that_another_node_cannot_write_is_the_sweeps_status_on_every_nod
     assert worker_statuses(err0) == worker_statuses(err1) == [3], (err0, err1)
     assert re.search(rf"^reinforce_cartpole\.py: cannot write {small_disk}/lr0\.01-gamma0\.99-seed\d/"
                      r"rl-video-episode-0\.mp4: No space left on device; no more clips are recorded$", err1, re.M)
+    assert "lost" not in err0 + err1
 
 
 @POSIX
 @pytest.mark.parametrize("node", [0, 1])
 def test_a_ctrl_c_on_either_torchrun_node_stops_the_sweep_for_its_reason(node, tmp_path):
     """A terminal's Ctrl-C reaches torchrun, which passes it on to its workers alone."""
-    args = (*STOPPED, "--history", tmp_path / "history.csv")
+    args = (*SWEEP, "--history", tmp_path / "history.csv")
     nodes = torchrun(free_port(), args, args)
-    lines = lines_until(nodes[0], "[1/6]")
+    first_lines = lines_until(nodes[0], "[1/6]")
     os.killpg(nodes[node].pid, signal.SIGINT)
     (out0, err0), (out1, err1) = (process.communicate(timeout=PATIENCE) for process in nodes)
-    assert_finished_runs_kept("".join(lines) + out0, tmp_path / "history.csv", "SIGINT")
+    assert_finished_runs_kept(first_lines + out0, tmp_path / "history.csv", "SIGINT")
     assert out1 == "" and "Stopped at once" not in out0
     # torchrun reports the status of the workers on the other node (the signalled one says it got the signal).
     assert worker_statuses((err0, err1)[1 - node]) == [130], (err0, err1)
     assert "reinforce_cartpole.py\", line" not in err0 + err1, "no traceback from the workers"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker in Linux's /proc")
-def test_a_restarted_torchrun_sweep_starts_afresh(tmp_path):
-    """torchrun --max-restarts starts the worker again with the store of the first attempt, and its keys. One worker:
-    gloo in torch 2.13 cannot form a group of two again after a restart (its own connectFullMesh fails)."""
+def process_environment(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(entry.split(b"=", 1) for entry in f.read().split(b"\0") if b"=" in entry)
+
+
+@LINUX
+def test_a_restarted_torchrun_sweep_of_two_workers_resumes_where_it_stopped(reference_sweep, tmp_path):
+    """torchrun --max-restarts starts the workers again, with the store of the first attempt: the runs finished then
+    are not trained again, and the sweep ends as one that never stopped."""
+    one, one_history, _ = reference_sweep
     history = tmp_path / "history.csv"
-    [node] = torchrun(free_port(), ("--seeds", "0-2", "--max-episodes", 60, "--history", history), nnodes=1,
-                      options=("--nproc-per-node", "1", "--max-restarts", "1"))
-    lines_until(node, "[1/3]")
-    [(worker, _)] = [child for child in children(node.pid) if b"reinforce_cartpole.py" in child[1]]
-    os.kill(worker, signal.SIGKILL)
+    [node] = torchrun(free_port(), (*SWEEP, "--history", history), nnodes=1,
+                      options=("--nproc-per-node", "2", "--max-restarts", "1"))
+    first_attempt = lines_until(node, "[1/6]")
+    [first_worker] = [pid for pid, cmdline in children(node.pid)
+                      if b"reinforce_cartpole.py" in cmdline and process_environment(pid)[b"RANK"] == b"0"]
+    os.kill(first_worker, signal.SIGKILL)
     out, err = node.communicate(timeout=PATIENCE * 2)
     assert node.returncode == 0, err
-    assert [line[0] for line in progress_lines(out)] == ["1", "2", "3"], "the second attempt trains every run"
-    assert [line.split()[2] for line in summary(out)[1:]] == ["0/3"]
-    assert sorted(curves(history)) == [("0.01", "0.99", str(seed)) for seed in range(3)]
+    finished_before = int(re.search(r"^(\d) of 6 runs finished before, and are not trained again$", out, re.M)[1])
+    assert 1 <= len(runs_in(first_attempt)) <= finished_before < 6
+    assert len(runs_in(out)) == 6 - finished_before and not set(runs_in(out)) & set(runs_in(first_attempt))
+    assert curves(history) == curves(one_history)
+    assert summary(out) == summary(one.stdout)
 
 
 def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path):
@@ -208,19 +255,17 @@ def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path)
         assert all(decoded_frames(tmp_path / "video" / folder / name)[1] > 0 for name in names)
 
 
-def start_sweep(tmp_path, *args):
-    """A sweep of 2 workers in a process group of its own, as a terminal runs a command; returns once a run has
-    finished."""
-    child = subprocess.Popen(script_command(*STOPPED, "--workers", 2, "--history", tmp_path / "history.csv",
-                                            "--plot", tmp_path / "runs.png", *args),
+def start_sweep(tmp_path, *args, workers=2):
+    """SWEEP on `workers` workers in a process group of its own, as a terminal runs a command; returns once a run has
+    finished, with what it printed so far."""
+    child = subprocess.Popen(script_command(*SWEEP, "--workers", workers, *sweep_outputs(tmp_path), *args),
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True, env=script_env({}))
-    lines = []
-    for line in child.stdout:
-        lines.append(line)
-        if line.startswith("[1/6]"):
-            return child, lines
-    raise AssertionError("".join(lines) + child.stderr.read())
+    return child, lines_until(child, "[1/6]")
+
+
+def sweep_outputs(tmp_path):
+    return "--history", tmp_path / "history.csv", "--plot", tmp_path / "runs.png"
 
 
 def assert_finished_runs_kept(out, history, cause):
@@ -234,15 +279,30 @@ def assert_finished_runs_kept(out, history, cause):
     assert history.read_text().endswith("\n")
 
 
+def assert_resumes_as_if_never_stopped(stopped_out, tmp_path, reference_sweep, workers):
+    """The same command with --resume trains only the runs that did not finish, and ends with the history, summary,
+    plot and exit status of the sweep on 1 worker that never stopped."""
+    one, one_history, one_plot = reference_sweep
+    finished = runs_in(stopped_out)
+    kept = {run: rows for run, rows in curves(tmp_path / "history.csv", seconds=True).items() if run in finished}
+    resumed = run_main(*SWEEP, "--workers", workers, *sweep_outputs(tmp_path), "--resume")
+    assert resumed.returncode == one.returncode == 0 and resumed.stderr == "", resumed.stderr
+    assert f"{len(finished)} of 6 runs finished before, and are not trained again" in resumed.stdout
+    assert sorted(runs_in(resumed.stdout)) == sorted(set(RUNS) - set(finished))
+    assert curves(tmp_path / "history.csv") == curves(one_history)
+    assert curves(tmp_path / "history.csv", seconds=True).items() >= kept.items(), "their rows as they were written"
+    assert summary(resumed.stdout) == summary(one.stdout)
+    assert (tmp_path / "runs.png").read_bytes() == one_plot.read_bytes()
+
+
 @POSIX
-def test_ctrl_c_stops_every_worker_and_keeps_the_finished_runs(tmp_path):
+def test_ctrl_c_stops_every_worker_keeps_the_finished_runs_and_resume_ends_the_sweep(reference_sweep, tmp_path):
     child, lines = start_sweep(tmp_path)
     os.killpg(child.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches every worker
     out, err = child.communicate(timeout=PATIENCE)
     assert child.returncode == 130 and err == "" and "Stopped at once" not in out, err
-    assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "SIGINT")
-    with Image.open(tmp_path / "runs.png") as image:
-        assert image.format == "PNG"
+    assert_finished_runs_kept(lines + out, tmp_path / "history.csv", "SIGINT")
+    assert_resumes_as_if_never_stopped(lines + out, tmp_path, reference_sweep, workers=2)
 
 
 @POSIX
@@ -251,48 +311,69 @@ def test_sigterm_to_the_launcher_alone_stops_every_worker(tmp_path):
     child.send_signal(signal.SIGTERM)  # as a process manager stops a command: its workers hear of it from it
     out, err = child.communicate(timeout=PATIENCE)
     assert child.returncode == 143 and err == "", err
-    assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "SIGTERM")
+    assert_finished_runs_kept(lines + out, tmp_path / "history.csv", "SIGTERM")
 
 
 def children(pid):
     """The processes whose parent is pid, oldest first (Linux's /proc)."""
     found = []
     for entry in os.listdir("/proc"):
-        with contextlib.suppress(OSError):  # it has ended meanwhile
+        try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             if int(fields[1]) == pid:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     found.append((int(fields[19]), int(entry), f.read()))
+        except (OSError, ValueError):  # not a process, or one that has ended meanwhile
+            pass
     return [(child, cmdline) for _, child, cmdline in sorted(found)]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
-def test_a_killed_worker_ends_the_sweep_within_seconds_and_keeps_the_finished_runs(tmp_path):
-    child, lines = start_sweep(tmp_path)
-    [worker] = spawned_workers(child.pid)  # the launcher is worker 0, and spawned worker 1
-    killed = time.monotonic()
-    os.kill(worker, signal.SIGKILL)
-    out, err = child.communicate(timeout=PATIENCE)
-    assert time.monotonic() - killed < 60, "not gloo's 30-minute timeout"
-    assert child.returncode == 4
-    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 was lost \(ended by SIGKILL\)( while it trained lr 0\.01, "
-                        r"gamma 0\.99, seed \d: that run is lost)?; the sweep stops\n", err), err
-    assert_finished_runs_kept("".join(lines) + out, tmp_path / "history.csv", "a lost worker")
 
 
 def spawned_workers(pid):
     return [child for child, cmdline in children(pid) if b"spawn_main" in cmdline]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
+@LINUX
+def test_a_killed_worker_is_one_line_the_others_none_and_resume_ends_the_sweep(reference_sweep, tmp_path):
+    child, lines = start_sweep(tmp_path, workers=3)
+    worker = spawned_workers(child.pid)[0]  # the launcher is worker 0, and the first that it started worker 1
+    os.kill(worker, signal.SIGKILL)
+    out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 4
+    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 was lost \(ended by SIGKILL\)( while it trained lr 0\.0[12], "
+                        r"gamma 0\.99, seed \d: that run is lost)?; the sweep stops\n", err), err
+    assert_finished_runs_kept(lines + out, tmp_path / "history.csv", "a lost worker")
+    assert_resumes_as_if_never_stopped(lines + out, tmp_path, reference_sweep, workers=1)
+
+
+# A Python process that starts with this fails, as a CUDA error does, when it makes its first env.
+FAILING_ENV = """
+import gymnasium
+def make(*args, **kwargs):
+    raise RuntimeError("CUDA error: invalid device ordinal\\nCUDA kernel errors might be asynchronously reported")
+gymnasium.make = make
+"""
+
+
+def test_a_worker_that_raises_is_named_with_its_exception_and_run_in_one_line(tmp_path, monkeypatch, capfd):
+    for name, value in python_startup(tmp_path / "failing", FAILING_ENV).items():  # the workers that this starts
+        monkeypatch.setenv(name, value)
+    result = run_main(*SWEEP, "--workers", 3, "--no-render")
+    assert result.returncode == 4 and capfd.readouterr().err == "", "the worker prints nothing itself"
+    assert re.fullmatch(r"reinforce_cartpole\.py: worker [12] was lost \(it raised RuntimeError: CUDA error: invalid "
+                        r"device ordinal\) while it trained lr 0\.0[12], gamma 0\.99, seed \d: that run is lost; "
+                        r"the sweep stops\n", result.stderr), result.stderr
+    assert re.search(r"^Stopped by a lost worker: \d of 6 runs finished$", result.stdout, re.M)
+
+
+@LINUX
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path):
     child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 2, "--max-episodes", 50, "--no-render"),
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.monotonic() + PATIENCE
-    while not spawned_workers(child.pid):  # it imports torch and joins the group for a second or more yet
+    while not spawned_workers(child.pid):  # it imports torch for a second or more yet
         assert time.monotonic() < deadline and child.poll() is None, child.communicate()
         time.sleep(0.005)
     os.killpg(child.pid, signum)
@@ -301,23 +382,7 @@ def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path
     assert re.search(rf"^Stopped by {signum.name}: \d of 4 runs finished$", out, re.M), out
 
 
-def test_a_worker_busy_for_longer_than_a_heartbeat_may_stop_is_not_lost(monkeypatch):
-    """A worker that says nothing while it scores its trained agent for three times LOST_AFTER: the work is not the
-    heartbeat, and nothing else is judged by time."""
-    monkeypatch.setattr(rc, "LOST_AFTER", 1)
-    evaluate = rc.evaluate
-
-    def slow_evaluate(*args):
-        time.sleep(3 * rc.LOST_AFTER)
-        return evaluate(*args)
-
-    monkeypatch.setattr(rc, "evaluate", slow_evaluate)
-    result = run_main("--seeds", 0, "--workers", 1, "--max-episodes", 3, "--no-render")
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert len(progress_lines(result.stdout)) == 1 and "Stopped" not in result.stdout
-
-
-def test_a_closed_pipe_stops_the_sweep_with_one_line_and_keeps_the_finished_runs(tmp_path):
+def test_a_closed_pipe_stops_the_sweep_quietly_and_keeps_the_finished_runs(tmp_path):
     # As `... --seeds 0-3 | head -1` does.
     history = tmp_path / "history.csv"
     child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 2, "--max-episodes", 20, "--no-render",
@@ -327,50 +392,132 @@ def test_a_closed_pipe_stops_the_sweep_with_one_line_and_keeps_the_finished_runs
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
     with child.stderr:
-        assert child.stderr.read() == "reinforce_cartpole.py: the output was closed, as `| head` closes it: stopping\n"
-    [(_, _, lr, gamma, seed, _, episodes, _)] = progress_lines(first)
-    assert [int(row[0]) for row in curves(history)[(lr, gamma, seed)]] == list(range(1, int(episodes) + 1))
-    with Image.open(tmp_path / "runs.png") as image:
-        assert image.format == "PNG"
+        assert child.stderr.read() == "", "quiet, as Unix tools are"
+    [(lr, gamma, seed)] = runs_in(first)
+    episodes = int(progress_lines(first)[0][6])
+    assert [int(row[0]) for row in curves(history)[(lr, gamma, seed)]] == list(range(1, episodes + 1))
+    assert (tmp_path / "runs.png").read_bytes().startswith(b"\x89PNG")
+
+
+def first_worker(workers, outcome=None):
+    """The first worker of a sweep of SWEEP's runs in this process, with a store of its own."""
+    store = rc.dist.HashStore()
+    args = rc.parse_args([*map(str, SWEEP), "--env-id", "CartPole-v0"])
+    return rc.SweepWorker(args, store, store, 0, workers, outcome or rc.Outcome(rc.Stop())), store
 
 
 def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_never(monkeypatch, capsys):
-    """The first worker's account, in this process, of workers 1 (busy, its heartbeat going) and 2 (silent)."""
+    """Workers 1 and 2 each take a run and say nothing more; 1 is busy, its heartbeat going, and 2 is gone."""
     monkeypatch.setattr(rc, "LOST_AFTER", 2)
-    args = rc.parse_args(["--seeds", "0-2", "--env-id", "CartPole-v0"])
-    store, outcome = rc.dist.HashStore(), rc.Outcome(rc.Stop())
-    hubs = [rc.Hub(store, rank, 3) for rank in range(3)]
-    report = rc.SweepReport(args, [rc.Run(0.01, 0.99, seed) for seed in range(3)], hubs[0], outcome,
-                            watch_heartbeats=True)
+    monkeypatch.setattr(rc, "BEAT_EVERY", 0.05)
+    first, store = first_worker(3)
+    first.watched_by_heartbeat = True
+    store.set("holds 1", "1")
+    store.set("holds 2", "2")
     done = threading.Event()
-    contact = threading.Thread(target=rc.keep_in_touch, args=(hubs[1], rc.Outcome(rc.Stop()), done), daemon=True)
-    contact.start()
-    hubs[1].tell(start=1)
-    hubs[2].tell(start=2)
-    time.sleep(2 * rc.LOST_AFTER + 1)  # worker 1 says nothing all this time
-    hubs[0].tell(bye=[])
-    hubs[1].tell(bye=[])
-    assert report.finish() == 4 and outcome.reason == "a lost worker"
-    done.set()  # as take_part ends it
-    contact.join()
+    heartbeat = threading.Thread(target=rc.beat, args=(store, 1, done))
+    heartbeat.start()
+    try:
+        started = time.monotonic()
+        while not first.lost:
+            assert time.monotonic() - started < PATIENCE, "worker 2 was never lost"
+            first.poll()
+            time.sleep(0.05)
+        assert time.monotonic() - started > rc.LOST_AFTER and first.gone == {2}, "worker 1, busy, is not lost"
+    finally:
+        done.set()
+        heartbeat.join()
+    assert first.outcome.cause is rc.Cause.LOST_WORKER and store.get("stop") == b"LOST_WORKER"
     assert capsys.readouterr().err == ("reinforce_cartpole.py: worker 2 was lost (no heartbeat for 2 s) while it "
                                        "trained lr 0.01, gamma 0.99, seed 2: that run is lost; the sweep stops\n")
 
 
-def test_a_worker_tells_its_stop_before_its_goodbye(monkeypatch):
-    """A second signal may end the worker right after its goodbye: the first worker must know why it stopped by then,
-    with no help from the thread that keeps in touch. A double Ctrl-C on another torchrun node did this."""
-    monkeypatch.setattr(rc, "keep_in_touch", lambda hub, outcome, done: None)
+class StoreThatRemembers(rc.dist.HashStore):
+    """A HashStore that remembers, for each key set, whether "stop" was set by then."""
+
+    def __init__(self):
+        super().__init__()
+        self.stop_before = {}
+
+    def set(self, key, value):
+        self.stop_before[key] = self.check(["stop"])
+        super().set(key, value)
+
+
+def test_a_worker_tells_its_stop_before_its_goodbye():
+    """A second signal may end the worker right after its goodbye: the first worker must know why it stopped by then.
+    The signal comes after the worker's last look at the store, so that only the stop before the goodbye tells it."""
     stop = rc.Stop()
     stop.signum = signal.SIGINT
-    store = rc.dist.HashStore()
-    args = rc.parse_args(["--seeds", "0", "--env-id", "CartPole-v0"])
-    assert rc.take_part(args, [rc.Run(0.01, 0.99, 0)], rc.Hub(store, 1, 2), rc.Outcome(stop)) == 0
-    assert store.check(["stop"]) and store.get("stop") == b"SIGINT"
-    assert json.loads(store.queue_pop("messages")) == {"rank": 1, "bye": []}
+    outcome = rc.Outcome(stop)
+    outcome.next_poll = float("inf")
+    store = StoreThatRemembers()
+    store.set("ready", "")
+    args = rc.parse_args([*map(str, SWEEP), "--env-id", "CartPole-v0"])
+    assert rc.SweepWorker(args, store, store, 1, 2, outcome).take_part() == 130
+    assert store.stop_before["bye 1"] and store.get("stop") == b"SIGINT"
+    assert not store.check(["holds 1"]), "it took no run"
+
+
+def test_a_median_that_the_runs_only_bound_from_below_is_shown_as_that_bound():
+    """Of 244, 345, >600 and >600 episodes the median is above (345 + 600) / 2, which is all that the runs show."""
+    runs = [rc.Run(0.01, 0.99, seed) for seed in range(4)]
+    results = {i: {"episodes": episodes, "solved": episodes < 600, "score": 200.0}
+               for i, episodes in enumerate((244, 345, 600, 600))}
+    [_, line] = rc.summary_lines(runs, results, 600)
+    assert line.split()[2:] == ["2/4", ">472.5", "[244,", ">600]", "244", "to", ">600", "200.0"], line
+    results[3] = {"episodes": 500, "solved": True, "score": 200.0}
+    assert rc.summary_lines(runs, results, 600)[1].split()[3] == "422.5", "244, 345, 500, >600: exact"
 
 
 def test_the_time_left_reads_as_minutes_and_seconds():
     assert rc.time_left(100) == "about 1 min 40 s left"
     assert rc.time_left(59.6) == "about 1 min 00 s left"
     assert rc.time_left(0) == "about 0 min 00 s left"
+
+
+def resume_with(tmp_path, reference_sweep, *args, tamper=None):
+    """--resume of a copy of the reference's --history and its record, with `args` changed."""
+    _, one_history, _ = reference_sweep
+    history = tmp_path / "history.csv"
+    history.write_text(one_history.read_text())
+    with open(rc.record_path(one_history)) as f:
+        record = json.load(f)
+    if tamper:
+        tamper(history, record)
+    with open(rc.record_path(history), "w") as f:
+        json.dump(record, f)
+    return run_main(*SWEEP, "--history", history, "--plot", tmp_path / "new" / "runs.png", "--resume", *args)
+
+
+def drop_last_row(history, record):
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
+
+
+def add_a_run(history, record):
+    record["runs"].append({**record["runs"][0], "gamma": 0.9})
+
+
+@pytest.mark.parametrize("args,tamper,words", [
+    (("--max-episodes", 50), None, "the runs in {record} had --max-episodes 40, not 50"),
+    (("--eval-episodes", 5), None, "the runs in {record} had --eval-episodes 10, not 5"),
+    (("--env-id", "Acrobot-v1"), None, "the runs in {record} had --env-id CartPole-v0, not Acrobot-v1"),
+    (("--lr", "0.01"), None, "{record} has a run that this sweep does not: lr 0.02, gamma 0.99, seed 0"),
+    ((), add_a_run, "{record} has a run that this sweep does not: lr 0.01, gamma 0.9, seed 0"),
+    ((), drop_last_row, "{history} lacks episodes of lr 0.02, gamma 0.99, seed 2"),
+], ids=["max-episodes", "eval-episodes", "env", "lr", "gamma", "rows"])
+def test_resume_refuses_runs_of_other_settings_and_creates_nothing(reference_sweep, tmp_path, args, tamper, words):
+    history, before = tmp_path / "history.csv", reference_sweep[1].read_text()
+    result = resume_with(tmp_path, reference_sweep, *args, tamper=tamper)
+    expected = words.format(record=rc.record_path(history), history=history)
+    assert (result.returncode, result.stderr) == (2, f"reinforce_cartpole.py: error: --resume: {expected}\n")
+    assert result.stdout == "" and not (tmp_path / "new").exists()
+    assert tamper or history.read_text() == before
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    result = run_main(*SWEEP, "--history", tmp_path / "history.csv", "--resume")
+    assert (result.returncode, result.stderr) == (2, f"reinforce_cartpole.py: error: --resume: cannot read "
+                                                     f"{tmp_path / 'history.csv.json'} (No such file or directory): "
+                                                     f"no run of this sweep finished\n")
+    assert os.listdir(tmp_path) == []
