@@ -1,24 +1,16 @@
 """REINFORCE on CartPole: a runnable port of the PyTorch-Ignite tutorial "Reinforcement Learning with Ignite".
 
-The first part is the tutorial, section by section, with its names; "Tutorial fix" marks where it is
-wrong. The second part is what a script needs beyond a notebook: input checks, outputs, evaluation, many
-seeds on ignite.distributed, and signals.
+The first part is the tutorial, section by section, with its names: "Tutorial fix" marks where it is wrong, and "The
+port's own choice" where the port differs on purpose. The second part is what a script needs beyond a notebook: input
+checks, outputs, evaluation, many seeds on several processes, and signals. Its callers attach it to the first part.
 """
 
 import os
 import signal
-import sys
 
-# One run per seed on every x86-64 CPU: MKL does torch's matrix products and logarithms there, and picks
-# its code by CPU unless its COMPATIBLE branch is pinned. MKL reads this at its first call.
-os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
-# c10's own log prints a C++ stack trace when a store's connection closes; the port says so in one line instead.
-os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-
-if __name__ == "__main__":
-    # torch takes a second or two to import. A Ctrl-C meanwhile, or after main() has returned, ends
-    # the process as SIGINT does by default (a shell reports status 130), not with a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+if __name__ == "__main__":  # before torch loads, which takes a second or two:
+    os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # MKL picks its code by CPU unless pinned: one run per seed
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C meanwhile ends the process quietly, as SIGINT does
 
 from collections import deque
 import numpy as np
@@ -33,9 +25,9 @@ from ignite.engine import Engine, Events
 import gymnasium as gym
 from gymnasium.wrappers import RecordVideo
 
+# The port's own imports, for the second part.
 import argparse
 import contextlib
-import csv
 import enum
 import errno
 import importlib.util
@@ -44,30 +36,32 @@ import itertools
 import json
 import logging
 import multiprocessing.resource_tracker
+import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections import Counter, namedtuple
 from types import SimpleNamespace
+from unittest import mock
 
 import torch.distributed as dist
-import torch.multiprocessing
+import torch.multiprocessing as mp
 from gymnasium.wrappers import HumanRendering
 from ignite.handlers import Checkpoint
-from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 PROG = "reinforce_cartpole.py"
+
 
 # ======== The tutorial, section by section ===========================================
 # --- Configurable Parameters ---------------------------------------------------------
 def parse_args(argv=None):
-    p = ArgumentParser(prog=PROG, description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
+    p = ArgumentParser(prog=PROG, allow_abbrev=False,
+                       description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
                        epilog="Exit status: 0 solved, --play done, or every run of --seeds finished; 1 not solved "
                               "within --max-episodes; 2 bad usage; 3 an output could not be written; 4 a worker of "
                               "--seeds was lost; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at once); "
                               "141 the output was closed, as by | head.")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: 543)")
+    p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
     p.add_argument("--gamma", type=numbers(float), default=[0.99], metavar="G",
                    help="discount factor, in (0, 1]; several, comma-separated, with --seeds (default: 0.99)")
     p.add_argument("--log-interval", type=int, default=100, metavar="N", help="episodes between logs (default: 100)")
@@ -77,17 +71,18 @@ def parse_args(argv=None):
     # Beyond the tutorial's parameters:
     p.add_argument("--lr", type=numbers(float), default=[0.01], metavar="LR",
                    help="Adam's learning rate; several, comma-separated, with --seeds (default: 0.01)")
-    p.add_argument("--env-id", metavar="ID",
+    p.add_argument("--env-id", default="CartPole-v0", metavar="ID",
                    help="a gymnasium env with a flat Box observation and Discrete actions (default: CartPole-v0)")
     p.add_argument("--seeds", type=seed_list, metavar="LIST",
                    help="train every one of these seeds, such as 0-19 or 1,5,9, with every --lr and --gamma, "
                         "and summarize (default: one run, of --seed)")
     p.add_argument("--resume", action="store_true",
-                   help="train only the runs of --seeds that the same command, stopped, did not finish: they are "
-                        "read from --history and the file beside it (default: off)")
+                   help="train only the runs of --seeds that the same command, stopped, did not finish: it reads "
+                        "them from --history and the file beside it (default: off)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="processes for --seeds (default: the cores this process may use, at most one per run)")
-    p.add_argument("--video-dir", default="video", metavar="DIR", help="where recordings go (default: video)")
+    p.add_argument("--video-dir", default="video", metavar="DIR",
+                   help="where recordings go, a folder for each run (default: video)")
     p.add_argument("--save-model", metavar="PATH", help="save the policy when training ends or is stopped")
     p.add_argument("--play", metavar="PATH", help="play a --save-model checkpoint instead of training")
     p.add_argument("--eval-episodes", type=int, default=10, metavar="N",
@@ -109,14 +104,15 @@ def make_env(env_id):
     return env
 
 
-def wrap_env(env, video_folder, outcome, **kwargs):
-    # gc_trigger=None: skips the gc.collect() that RecordVideo runs after every clip by default.
-    return ClipRecorder(env, video_folder, outcome, disable_logger=True, gc_trigger=None, **kwargs)
+def wrap_env(env, video_folder):
+    # The port's own choices: a ClipRecorder is a RecordVideo that writes each clip whole, and gc_trigger=None skips
+    # the gc.collect() that RecordVideo runs after every clip.
+    return ClipRecorder(env, video_folder, disable_logger=True, gc_trigger=None)
 
 
 # --- Policy --------------------------------------------------------------------------
 class Policy(nn.Module):
-    # The tutorial hard-codes 4 observations and 2 actions; create_model takes them from the env.
+    # The port's own choice: the tutorial hard-codes 4 observations and 2 actions; create_model takes the env's.
     def __init__(self, observation_size=4, n_actions=2):
         super(Policy, self).__init__()
         self.affine1 = nn.Linear(observation_size, 128)
@@ -174,7 +170,7 @@ def create_trainer(env, policy):
 def select_action(policy, observation):
     state = torch.from_numpy(observation).float().unsqueeze(0)
     probs = policy(state)
-    # validate_args=False: the check costs more than the sampling and cannot change the sample.
+    # The port's own choice: validate_args=False, as the check costs more than the sampling and cannot change it.
     m = Categorical(probs, validate_args=False)
     action = m.sample()
     policy.saved_log_probs.append(m.log_prob(action))
@@ -234,7 +230,7 @@ def attach_handlers(trainer, env, policy, optimizer, seed, gamma, log_interval):
     @trainer.on(EPISODE_COMPLETED)
     def should_finish_training():
         running_reward = trainer.state.running_reward
-        # The tutorial compares with the threshold alone; is_solved also asks for 100 episodes.
+        # The port's own choice: the tutorial compares with the threshold alone; is_solved also asks for 100 episodes.
         if is_solved(running_reward, trainer.state.epoch, env.spec.reward_threshold):
             print(
                 f"Solved! Running reward is now {running_reward} and "
@@ -244,28 +240,132 @@ def attach_handlers(trainer, env, policy, optimizer, seed, gamma, log_interval):
 
 
 # --- Run Trainer ---------------------------------------------------------------------
-def train(env, run, args, outcome, attach_outputs):
-    """One run of one seed, as the tutorial trains it, printing only its lines, until it ends or `outcome` stops it.
-    attach_outputs(trainer, policy, optimizer) adds what the run records. Returns the trainer and the policy."""
-    policy, optimizer = create_model(env, run.seed, run.lr)
-    trainer = create_trainer(env, policy)
-    attach_handlers(trainer, env, policy, optimizer, run.seed, run.gamma, args.log_interval)
-    outcome.attach(trainer)
-    attach_outputs(trainer, policy, optimizer)
-    # Ignite logs the exception that ends a run, which reaches the user anyway (or is a closed pipe).
-    trainer.logger.addFilter(lambda record: "terminating due to exception" not in record.getMessage())
-    with contextlib.closing(env):  # closing env writes the clip in progress
-        trainer.run(timesteps, max_epochs=args.max_episodes)
+def run_trainer(trainer, max_episodes):
+    trainer.run(timesteps, max_epochs=max_episodes)
     print(trainer.state)
-    return trainer, policy
 
 
 # ======== Beyond the tutorial: input checks, outputs, evaluation, many seeds, signals ==
-
 def is_solved(running_reward, episodes, threshold):
     # Not in the tutorial: "solved" also needs 100 episodes, as the running reward starts at 10, above thresholds
     # such as Acrobot's -100. On CartPole it binds only if 195 is passed within 99 episodes; perfect play takes 71.
     return threshold is not None and episodes >= 100 and running_reward > threshold
+
+
+# --- One run: the tutorial's pieces, what the port attaches to them, what the run leaves --
+Run = namedtuple("Run", "lr gamma seed")
+Row = namedtuple("Row", "episode length episode_return running_reward seconds")  # an episode of a run
+
+
+def describe(run):
+    return f"lr {run.lr:g}, gamma {run.gamma:g}, seed {run.seed}"
+
+
+def run_folder(args, run):
+    """The run's own folder, for its clips under --video-dir and its curves under --tensorboard."""
+    return f"{args.env_id}-lr{run.lr:g}-gamma{run.gamma:g}-seed{run.seed}"
+
+
+def records(args):
+    return args.seeds is None if args.render is None else args.render
+
+
+def train_run(args, run, outcome, on_row=lambda row: None):
+    """One run of the tutorial, with what the port attaches to it, until it ends or `outcome` stops it. Returns the
+    trainer's state, with whether it solved the env, and the outputs that finish the run."""
+    outputs = RunOutputs(args, run, outcome, on_row)
+    env = make_env(args.env_id)
+    if records(args):
+        env = wrap_env(env, outputs.clips)
+        env.outcome = outcome  # which hears of a clip that cannot be written
+    policy, optimizer = create_model(env, run.seed, run.lr)
+    trainer = create_trainer(env, policy)
+    attach_handlers(trainer, env, policy, optimizer, run.seed, run.gamma, args.log_interval)
+    outcome.attach(trainer)
+    outputs.attach(trainer, policy, optimizer)
+    with contextlib.closing(env):  # closing env writes the clip in progress
+        run_trainer(trainer, args.max_episodes)
+    trainer.state.solved = is_solved(trainer.state.running_reward, trainer.state.epoch, env.spec.reward_threshold)
+    return trainer.state, outputs
+
+
+def train_and_report(args, outcome):
+    """A single run, everything it leaves, and its exit status."""
+    run = Run(args.lr[0], args.gamma[0], args.seed)
+    history = LineFile(args.history, HISTORY_HEADER, outcome, "; the run stops")
+    state, outputs = train_run(args, run, outcome, lambda row: history.add([",".join(map(str, (*run, *row)))]))
+    outputs.write_plot_and_checkpoint()
+    results = outputs.score()
+    if results:
+        print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
+    if outcome.cause:
+        outcome.say_stopped(f"trained {len(outputs.rows)} episodes")
+    elif not state.solved:
+        print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
+    return exit_status(outcome.cause, outcome.failed, 0 if state.solved else 1)
+
+
+class RunOutputs:
+    """What one run records: a Row per episode, each also handed to `on_row`, the curves for TensorBoard, and after
+    training the plot, the checkpoint and the trained agent's score."""
+
+    def __init__(self, args, run, outcome, on_row):
+        self.args, self.run, self.outcome, self.on_row, self.rows = args, run, outcome, on_row, []
+        self.clips = os.path.join(args.video_dir, run_folder(args, run))
+
+    def attach(self, trainer, policy, optimizer):
+        self.trainer, self.policy, self.last_iteration, self.started = trainer, policy, 0, time.perf_counter()
+        trainer.add_event_handler(EPISODE_COMPLETED, self.record_episode)
+        if self.args.tensorboard:
+            from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+            folder = os.path.join(self.args.tensorboard, run_folder(self.args, self.run))
+            self.tensorboard = TensorboardLogger(log_dir=folder, flush_secs=5)
+            self.tensorboard.attach(trainer, OutputHandler("episode", output_transform=lambda _: {
+                "length": self.rows[-1].length, "return": self.rows[-1].episode_return,
+                "running_reward": self.rows[-1].running_reward}), EPISODE_COMPLETED)
+        if self.args.save_model:
+            directory, name = os.path.split(os.path.abspath(self.args.save_model))
+            # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
+            info = SimpleNamespace(state_dict=lambda: {"env_id": self.args.env_id, "seed": self.run.seed,
+                                                       "episodes": len(self.rows),
+                                                       "running_reward": trainer.state.running_reward})
+
+            def save(checkpoint, filename, metadata):  # not Ignite's DiskSaver, which leaves its temporary file
+                def write(path):                       # behind when closing it fails, as on a full disk
+                    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error
+                        torch.save(checkpoint, f)  # into its own
+                write_whole(os.path.join(directory, filename), write)
+            self.checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info}, save,
+                                         filename_pattern=name.replace("{", "{{").replace("}", "}}"))
+
+    def record_episode(self):
+        state = self.trainer.state
+        self.rows.append(Row(state.epoch, state.iteration - self.last_iteration, state.ep_reward,
+                             round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
+        self.last_iteration = state.iteration
+        self.on_row(self.rows[-1])
+
+    def write_plot_and_checkpoint(self):
+        if self.args.plot:
+            title = f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
+            threshold = gym.spec(self.args.env_id).reward_threshold
+            with self.outcome.writing("plot", self.args.plot):
+                write_whole(self.args.plot, lambda path: write_plot(path, self.rows, threshold, title))
+        if self.args.save_model:
+            with self.outcome.writing("checkpoint", self.args.save_model):
+                self.checkpoint(self.trainer)
+
+    def score(self):
+        """The trained agent in eval mode for --eval-episodes episodes, the first recorded: their (return, length)."""
+        env = agent_env(self.args, self.outcome, self.clips, "trained-agent", lambda episode: episode == 0)
+        results = [] if self.outcome.cause else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
+                                                          self.outcome, self.args.watch)
+        if self.args.tensorboard:
+            if results:
+                mean = float(np.mean([total for total, _ in results]))
+                self.tensorboard.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
+            self.tensorboard.close()
+        return results
 
 
 # --- Input checks: one line on stderr and exit status 2, before anything is written ---
@@ -275,7 +375,7 @@ class UsageError(Exception):
 
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(message)  # one line, no usage dump, like every other bad input
+        raise UsageError(f"{message} (see --help)")  # one line, no usage dump, like every other bad input
 
 
 def numbers(kind):
@@ -295,8 +395,10 @@ def seed_list(text):
     seeds = []
     for part in text.split(","):
         bounds = part.split("-")  # a seed, or a range's first and last
-        if len(bounds) > 2 or not all(b.strip().isdecimal() for b in bounds) or int(bounds[-1]) < int(bounds[0]):
+        if len(bounds) > 2 or not all(b.strip().isdecimal() for b in bounds):
             raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
+        if int(bounds[-1]) < int(bounds[0]):
+            raise argparse.ArgumentTypeError(f"{text!r}: the range {part!r} goes backwards")
         seeds += range(int(bounds[0]), int(bounds[-1]) + 1)
     twice = [seed for seed, count in Counter(seeds).items() if count > 1]
     if twice:
@@ -313,8 +415,8 @@ def check_spaces(env_id, env):
 
 def check_writable(flag, path, is_directory=False):
     """Proves that `path` can be written, creating nothing: the nearest folder on it that exists takes a file."""
-    if os.path.isdir(path) and not is_directory:
-        raise UsageError(f"{flag} {path}: is a directory, expected a file path")
+    if not is_directory and (os.path.isdir(path) or path.endswith(("/", os.sep))):
+        raise UsageError(f"{flag} {path}: is a folder, not a file's path")
     folder = os.path.abspath(path if is_directory else os.path.dirname(os.path.abspath(path)))
     while not os.path.exists(folder) and folder != os.path.dirname(folder):  # up to the root, or a missing drive
         folder = os.path.dirname(folder)
@@ -326,11 +428,8 @@ def check_writable(flag, path, is_directory=False):
 
 
 def check_display():
-    if sys.platform.startswith("linux"):
-        drivers = [name for name, var in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.environ.get(var)]
-        if not drivers:
-            raise UsageError("--watch needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
-        os.environ["SDL_VIDEODRIVER"] = os.environ.get("SDL_VIDEODRIVER") or ",".join(drivers)  # none off-screen
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError("--watch needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
     import pygame
     try:
         pygame.display.init()  # HumanRendering will open its window on this display
@@ -338,90 +437,67 @@ def check_display():
         raise UsageError(f"--watch: cannot open a window ({e})") from None
 
 
-def check_sweep(args):
-    """--seeds and the flags that go with it; fills in the defaults that depend on it."""
+def video_driver(watch):
+    """SDL's: off-screen without a window; on Linux, the display's, which SDL would leave for off-screen if it fails."""
+    if not watch or sys.platform.startswith("linux"):
+        drivers = [name for name, var in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.environ.get(var)]
+        return {"SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER") or (",".join(drivers) if watch else "dummy")}
+    return {}
+
+
+def check_inputs(args, given):
+    """Every check that bad input can fail; `given` are the flags on the command line. Returns the env and the policy
+    of a --play checkpoint."""
     sweep, under_torchrun = args.seeds is not None, "TORCHELASTIC_RUN_ID" in os.environ
+    only_for = "a single run, not to --seeds" if sweep else "--seeds"
+    for flag in ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume"):
+        if flag in given:
+            raise UsageError(f"{flag} applies to {only_for}")
+    for flag in ("--env-id", "--tensorboard", "--save-model", "--history", "--plot") if args.play else ():
+        if flag in given:
+            raise UsageError(f"{flag} applies to training, not to --play")
+    if under_torchrun and not sweep:
+        raise UsageError("under torchrun, give --seeds: a single run trains in one process")
+    if under_torchrun and "--workers" in given:
+        raise UsageError("--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
+    if args.resume and not args.history:
+        raise UsageError("--resume needs --history, which holds the finished runs of the sweep")
     for flag, values in (("--gamma", args.gamma), ("--lr", args.lr)):
         if len(values) > 1 and not sweep:
             raise UsageError(f"argument {flag}: several values need --seeds")
         if len(set(values)) < len(values):
             raise UsageError(f"argument {flag}: a value is listed twice")
-    if sweep:
-        for flag, value in (("--seed", args.seed), ("--play", args.play), ("--save-model", args.save_model),
-                            ("--watch", args.watch or None)):
-            if value is not None:
-                raise UsageError(f"{flag} applies to a single run, not to --seeds")
-        if under_torchrun and args.workers is not None:
-            raise UsageError("--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
-        if args.workers is not None and args.workers < 1:
-            raise UsageError(f"argument --workers: must be >= 1, got {args.workers}")
-        runs = len(args.seeds) * len(args.lr) * len(args.gamma)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        args.workers = args.workers or min(cores, runs)
-        if args.resume and not args.history:
-            raise UsageError("--resume needs --history, which holds the finished runs of the sweep")
-    elif args.workers is not None or args.resume:
-        raise UsageError(f"{'--workers' if args.workers is not None else '--resume'} applies to --seeds")
-    elif under_torchrun:
-        raise UsageError("under torchrun, give --seeds: a single run trains in one process")
-    args.seed = 543 if args.seed is None else args.seed
-    args.render = not sweep if args.render is None else args.render
-
-
-def check_inputs(args):
-    """Every check that bad input can fail. Returns the env and the policy of a --play checkpoint."""
-    check_sweep(args)
     for gamma in args.gamma:
         if not 0 < gamma <= 1:
             raise UsageError(f"argument --gamma: must be in (0, 1], got {gamma:g}")
     for lr in args.lr:
         if not lr > 0:
             raise UsageError(f"argument --lr: must be > 0, got {lr:g}")
-    for flag, count in (("--log-interval", args.log_interval), ("--max-episodes", args.max_episodes),
-                        ("--eval-episodes", args.eval_episodes)):
+    counts = {"--log-interval": args.log_interval, "--max-episodes": args.max_episodes,
+              "--eval-episodes": args.eval_episodes, "--workers": 1 if args.workers is None else args.workers}
+    for flag, count in counts.items():
         if count < 1:
             raise UsageError(f"argument {flag}: must be >= 1, got {count}")
-    outputs = {"--save-model": args.save_model, "--history": args.history, "--plot": args.plot}
-    for flag, value in {"--env-id": args.env_id, "--tensorboard": args.tensorboard, **outputs}.items():
-        if args.play and value:
-            raise UsageError(f"{flag} applies to training, not to --play")
-    needs = {"--render": (args.render, ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
+    needs = {"--render": (records(args), ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
              "--tensorboard": (args.tensorboard, ("tensorboard",), "tensorboard", "")}
     for flag, (used, modules, packages, otherwise) in needs.items():
         if used and not all(importlib.util.find_spec(module) for module in modules):
             raise UsageError(f"{flag} needs {packages}: pip install -r requirements.txt{otherwise}")
     if args.watch:
         check_display()
-    checkpoint = load_checkpoint(args.play) if args.play else None
     if not args.play:
-        args.env_id = args.env_id or "CartPole-v0"
         make_env(args.env_id).close()
-    for flag, path in outputs.items():
+    for flag, path in (("--save-model", args.save_model), ("--history", args.history), ("--plot", args.plot)):
         if path:
             check_writable(flag, path)
-    for flag, folder in (("--video-dir", args.render and args.video_dir), ("--tensorboard", args.tensorboard)):
+    for flag, folder in (("--video-dir", records(args) and args.video_dir), ("--tensorboard", args.tensorboard)):
         if folder:
             check_writable(flag, folder, is_directory=True)
-    return checkpoint
+    return load_checkpoint(args.play) if args.play else None
 
 
-# --- Runs: a setting and a seed --------------------------------------------------------
-Run = namedtuple("Run", "lr gamma seed")
-
-
-def describe(run):
-    return f"lr {run.lr:g}, gamma {run.gamma:g}, seed {run.seed}"
-
-
-def run_name(run):
-    """The run's folder name for its clips in a sweep, and for TensorBoard."""
-    return f"lr{run.lr:g}-gamma{run.gamma:g}-seed{run.seed}"
-
-
-Row = namedtuple("Row", "episode length episode_return running_reward seconds")  # an episode of a run
-
-
-# --- How a run is going: why it stops, what could not be written, its exit status ---
+# --- How a run is going: signals, why it stops, what could not be written, its exit status --
+SIGNALS = {signal.SIGINT, signal.SIGTERM}
 POLL_EVERY = 0.25  # seconds between a sweep worker's looks at the sweep's store
 
 
@@ -443,17 +519,43 @@ def exit_status(cause, failed, otherwise):
 
 
 class Outcome:
-    """Whether a run, or this worker's part of a sweep, stops after its current step and why (the signal that `stop`
-    caught, else the first cause given), and the kinds of output that could not be written. A sweep's worker sets
-    `poll` to what it looks at in the sweep's store, a few times a second."""
+    """How a run, or this worker's part of a sweep, is going. Within `with`, SIGINT (Ctrl-C) or SIGTERM stops it after
+    its current step, and a second one exits at once, though never in the middle of a file (`writing`). `cause` says
+    why it stops: the signal, else the first cause given. `failed` holds the kinds of output that could not be
+    written. A sweep's worker sets `poll` to what it looks at in the sweep's store, a few times a second."""
 
-    def __init__(self, stop):
-        self.stop, self.given, self.failed = stop, None, set()
-        self.poll, self.next_poll = lambda: None, 0.0
+    def __init__(self, quiet=False):
+        self.quiet, self.signum, self.given, self.failed = quiet, None, None, set()
+        self.poll, self.next_poll, self.in_file, self.exit_pending = lambda: None, 0.0, False, None
+
+    def __enter__(self):
+        self.previous = {signum: signal.signal(signum, self.handle) for signum in SIGNALS}
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a spawned worker starts with them held
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            return
+        self.exit_pending = 128 + signum, f"Stopped at once by a second {signal.Signals(signum).name}\n"
+        if not self.in_file:  # else the file is finished first
+            self.exit_now()
+
+    def exit_now(self):
+        status, message = self.exit_pending
+        if not self.quiet:
+            with contextlib.suppress(OSError):  # not print(): the main code may be in the middle of one
+                os.write(sys.stdout.fileno(), message.encode())
+        os._exit(status)
 
     @property
     def cause(self):
-        return Cause[signal.Signals(self.stop.signum).name] if self.stop.signum else self.given
+        return Cause[signal.Signals(self.signum).name] if self.signum else self.given
 
     def __call__(self, cause):
         self.given = self.given or cause
@@ -471,18 +573,55 @@ class Outcome:
             if self.stopped():
                 trainer.terminate()
 
+        # Ignite logs the exception that ends a run, which reaches the user anyway (or is a closed pipe).
+        trainer.logger.addFilter(lambda record: "terminating due to exception" not in record.getMessage())
+
     def say_stopped(self, what):
         print(f"Stopped by {self.cause.words}: {what}")
 
     @contextlib.contextmanager
     def writing(self, kind, path, then=""):
-        """A second signal waits for the block; an OSError in it gets one line naming the file and the OS's reason."""
+        """Writes a file, holding a second signal's exit until it is done. This thread holds the signals meanwhile,
+        so that ffmpeg, which inherits that, is not cut short by a terminal's Ctrl-C. An OSError gets one line naming
+        the file and the OS's reason, and `kind` joins `failed`."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+        self.in_file = True
         try:
-            with self.stop.deferred():
-                yield
+            yield
         except OSError as e:
             print(f"{PROG}: cannot write {path}: {os_reason(e)}{then}", file=sys.stderr)
             self.failed.add(kind)
+        finally:
+            self.in_file = False
+            if held is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if self.exit_pending:
+            self.exit_now()
+
+
+class WatchedOutput:
+    """Standard output, except that a reader that goes away (as after `| head`) stops the run, or the sweep, quietly
+    as Unix tools stop: the rest of the output goes to the null device, instead of a BrokenPipeError's traceback."""
+
+    def __init__(self, stream, outcome):
+        self.stream, self.outcome = stream, outcome
+
+    def write(self, text):
+        self.guarded(self.stream.write, text)
+        return len(text)
+
+    def flush(self):
+        self.guarded(self.stream.flush)
+
+    def guarded(self, call, *args):
+        try:
+            call(*args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            self.outcome(Cause.CLOSED_PIPE)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 # --- Files: written whole or not at all ------------------------------------------
@@ -523,41 +662,38 @@ def os_reason(error):
     return next((reason for reason in OS_REASONS if reason in text), text.splitlines()[-1])
 
 
-class HistoryFile:
-    """The --history CSV, whole rows at a time, so that it is valid however the run ends. The first rows replace the
-    file, with the header; later ones go at its end. A write that fails stops the run, or the sweep."""
+HISTORY_HEADER = "lr,gamma,seed,episode,length,return,running_reward,seconds"  # --history: a CSV row per episode
 
-    HEADER = "lr,gamma,seed,episode,length,return,running_reward,seconds"
 
-    def __init__(self, path, outcome, then):
-        self.path, self.outcome, self.then, self.started = path, outcome, then, False
+class LineFile:
+    """A file of whole lines, such as --history, valid however the run ends: the first lines replace the file, after
+    `header`; later ones go at its end. A write that fails stops the run, or the sweep."""
 
-    def add(self, rows, record=None):
-        """`record`, a sweep's finished runs, is then written whole beside the file, for --resume."""
+    def __init__(self, path, header, outcome, then):
+        self.path, self.header, self.outcome, self.then, self.started = path, header, outcome, then, False
+
+    def add(self, lines):
         if not self.path or "history" in self.outcome.failed:
             return
-        lines = [",".join(map(str, values)) for values in rows]
         with self.outcome.writing("history", self.path, self.then):
             if self.started or os.path.exists(self.path) and not os.path.isfile(self.path):  # such as a device
-                append_lines(self.path, lines if self.started else [self.HEADER, *lines])
+                append_lines(self.path, lines if self.started else [self.header, *lines])
             else:
-                write_whole(self.path, lambda path: append_lines(path, [self.HEADER, *lines]))
+                write_whole(self.path, lambda path: append_lines(path, [self.header, *lines]))
             self.started = True
-        if record is not None and "history" not in self.outcome.failed:
-            with self.outcome.writing("history", record_path(self.path), self.then):
-                write_whole(record_path(self.path), lambda path: append_lines(path, [json.dumps(record)]))
         if "history" in self.outcome.failed:
             self.outcome(Cause.FAILED_WRITE)
 
 
-# --- Recording -----------------------------------------------------------------------
+# --- Clips and plots -----------------------------------------------------------------
 class ClipRecorder(RecordVideo):
     """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole or not at all and
-    prints its path. A clip that cannot be written ends the recording, not the run."""
+    prints its path. A clip that cannot be written ends the recording, not the run: the caller sets the `outcome`
+    that hears of it."""
 
-    def __init__(self, env, video_folder, outcome, **kwargs):
+    def __init__(self, env, video_folder, **kwargs):
         super().__init__(env, video_folder, **kwargs)
-        self.folder_as_given, self.outcome = video_folder, outcome  # RecordVideo keeps the folder as an absolute path
+        self.folder_as_given = video_folder  # RecordVideo keeps the folder as an absolute path
 
     def start_recording(self, video_name):
         super().start_recording(video_name)
@@ -590,70 +726,6 @@ def write_clip(path, frames, fps):
         writer.close()
 
 
-# --- What a run leaves: its rows, TensorBoard's curves, the checkpoint, the plot, its score --
-class RunOutputs:
-    """What one run records: a Row per episode, each also handed to `on_row`, the curves for TensorBoard, and after
-    training the plot, the checkpoint and the trained agent's score."""
-
-    def __init__(self, args, run, outcome, video_dir, on_row=lambda row: None):
-        self.args, self.run, self.outcome, self.video_dir, self.on_row = args, run, outcome, video_dir, on_row
-        self.rows, self.tensorboard = [], None
-
-    def attach(self, trainer, policy, optimizer):
-        self.trainer, self.policy, self.last_iteration, self.started = trainer, policy, 0, time.perf_counter()
-        trainer.add_event_handler(EPISODE_COMPLETED, self.record_episode)
-        if self.args.tensorboard:
-            from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
-            self.tensorboard = TensorboardLogger(log_dir=os.path.join(self.args.tensorboard, run_name(self.run)),
-                                                 flush_secs=5)
-            self.tensorboard.attach(trainer, OutputHandler("episode", output_transform=lambda _: {
-                "length": self.rows[-1].length, "return": self.rows[-1].episode_return,
-                "running_reward": self.rows[-1].running_reward}), EPISODE_COMPLETED)
-        if self.args.save_model:
-            directory, name = os.path.split(os.path.abspath(self.args.save_model))
-            # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
-            info = SimpleNamespace(state_dict=lambda: {"env_id": self.args.env_id, "seed": self.run.seed,
-                                                       "episodes": len(self.rows),
-                                                       "running_reward": trainer.state.running_reward})
-
-            def save(checkpoint, filename, metadata):  # not Ignite's DiskSaver, which leaves its temporary file
-                def write(path):                       # behind when closing it fails, as on a full disk
-                    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error
-                        torch.save(checkpoint, f)  # into its own
-                write_whole(os.path.join(directory, filename), write)
-            self.checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info}, save,
-                                         filename_pattern=name.replace("{", "{{").replace("}", "}}"))
-
-    def record_episode(self):
-        state = self.trainer.state
-        self.rows.append(Row(state.epoch, state.iteration - self.last_iteration, state.ep_reward,
-                             round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
-        self.last_iteration = state.iteration
-        self.on_row(self.rows[-1])
-
-    def write_plot_and_checkpoint(self):
-        if self.args.plot:
-            title = f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
-            threshold = gym.spec(self.args.env_id).reward_threshold
-            with self.outcome.writing("plot", self.args.plot):
-                write_whole(self.args.plot, lambda path: write_plot(path, self.rows, threshold, title))
-        if self.args.save_model:
-            with self.outcome.writing("checkpoint", self.args.save_model):
-                self.checkpoint(self.trainer)
-
-    def score(self):
-        """The trained agent in eval mode for --eval-episodes episodes, the first recorded: their (return, length)."""
-        env = agent_env(self.args, self.outcome, self.video_dir, "trained-agent", lambda episode: episode == 0)
-        results = [] if self.outcome.cause else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
-                                                          self.args, self.outcome)
-        if self.tensorboard:
-            if results:
-                mean = float(np.mean([total for total, _ in results]))
-                self.tensorboard.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
-            self.tensorboard.close()
-        return results
-
-
 def figure(path, title, ylabel, threshold, draw):
     """A PNG of draw(axes) against the episode, with the reward threshold."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
@@ -680,45 +752,36 @@ def write_plot(path, rows, threshold, title):
     figure(path, title, "reward", threshold, draw)
 
 
-def train_run(args, run, outcome, video_dir, on_row=lambda row: None):
-    """One run as --seed trains it: the trainer's state, with whether it solved the env, and what the run records."""
-    env = make_env(args.env_id)
-    if args.render:
-        env = wrap_env(env, video_dir, outcome)
-    outputs = RunOutputs(args, run, outcome, video_dir, on_row)
-    state = train(env, run, args, outcome, outputs.attach)[0].state
-    state.solved = is_solved(state.running_reward, state.epoch, env.spec.reward_threshold)
-    return state, outputs
-
-
-def train_and_report(args, outcome):
-    """A single run, everything it leaves, and its exit status."""
-    run = Run(args.lr[0], args.gamma[0], args.seed)
-    history = HistoryFile(args.history, outcome, "; the run stops")
-    state, outputs = train_run(args, run, outcome, args.video_dir, lambda row: history.add([(*run, *row)]))
-    outputs.write_plot_and_checkpoint()
-    results = outputs.score()
-    if results:
-        print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
-    if outcome.cause:
-        outcome.say_stopped(f"trained {len(outputs.rows)} episodes")
-    elif not state.solved:
-        print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
-    return exit_status(outcome.cause, outcome.failed, 0 if state.solved else 1)
+def write_sweep_plot(path, runs, rows, threshold, title):
+    """The running reward against the episode: a thin line per run, and each setting's median in bold, which holds a
+    run that has ended at its last value."""
+    def draw(ax):
+        settings = dict.fromkeys((run.lr, run.gamma) for run in runs)
+        for color, (lr, gamma) in zip(itertools.cycle(f"C{i}" for i in range(10)), settings):
+            curves = [[row.running_reward for row in rows[i]] for i, run in enumerate(runs) if run[:2] == (lr, gamma)]
+            for curve in curves:
+                ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, lw=0.8)
+            longest = max(map(len, curves))
+            median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
+            ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
+                    label=f"lr {lr:g}, gamma {gamma:g}: median of {len(curves)} seeds")
+        ax.grid(alpha=0.3)
+    figure(path, title, "running reward", threshold, draw)
 
 
 # --- Evaluation: the trained agent and --play, recorded and watched ------------------
-def agent_env(args, outcome, video_dir, name_prefix, episode_trigger, env=None):
+def agent_env(args, outcome, clips, name_prefix, episode_trigger, env=None):
     """An env for the trained agent, recording the episodes of episode_trigger and with --watch in a window."""
     env = env or make_env(args.env_id)
-    if args.render and "clip" not in outcome.failed:
-        env = wrap_env(env, video_dir, outcome, name_prefix=name_prefix, episode_trigger=episode_trigger)
+    if records(args) and "clip" not in outcome.failed:
+        env = wrap_env(env, clips)
+        env.outcome, env.name_prefix, env.episode_trigger = outcome, name_prefix, episode_trigger
     return HumanRendering(env) if args.watch else env  # a window, at the env's frame rate
 
 
-def evaluate(policy, env, episodes, seed, args, outcome):
+def evaluate(policy, env, episodes, seed, outcome, watch):
     """Plays the policy in eval mode (no dropout) until a stop. Returns the finished episodes' (return, length)."""
-    if args.watch:
+    if watch:
         import pygame  # HumanRendering draws with it, and a closed window leaves a QUIT event
     seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
     policy.eval()
@@ -728,7 +791,7 @@ def evaluate(policy, env, episodes, seed, args, outcome):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
             total, length, done = 0.0, 0, False
-            while not (done or outcome.stopped() or args.watch and pygame.event.peek(pygame.QUIT)):
+            while not (done or outcome.stopped() or watch and pygame.event.peek(pygame.QUIT)):
                 observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
                 total, length, done = total + reward, length + 1, terminated or truncated
             del policy.saved_log_probs[:]
@@ -763,7 +826,7 @@ def load_checkpoint(path):
 
 def play(args, env, policy, outcome):
     env = agent_env(args, outcome, args.video_dir, "play", lambda episode: True, env)
-    results = evaluate(policy, env, args.eval_episodes, args.seed, args, outcome)
+    results = evaluate(policy, env, args.eval_episodes, args.seed, outcome, args.watch)
     if results:
         print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
     if outcome.cause:
@@ -772,8 +835,7 @@ def play(args, env, policy, outcome):
 
 
 # --- Many seeds and settings: workers that share a store ---------------------------
-LOST_AFTER = 20  # seconds: a torchrun worker whose heartbeat stops for this long is lost
-BEAT_EVERY = 1  # seconds between a torchrun worker's heartbeats
+LOST_AFTER = 20  # seconds: a torchrun worker that has not looked at the store for this long is lost
 
 
 def planned_runs(args):
@@ -782,24 +844,24 @@ def planned_runs(args):
 
 def sweep(args, outcome, resumed):
     """Trains every setting with every seed on the workers, this process the first of them (under torchrun, one of
-    them). `resumed`: the results of runs that an earlier sweep finished. Returns the exit status."""
+    them), and returns the exit status. `resumed`: the results of the runs that --resume found finished."""
     if "TORCHELASTIC_RUN_ID" in os.environ:  # every process of torchrun is a worker, and its agent hosts the store
         store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
         kept = dist.PrefixStore(f"reinforce_cartpole/{os.environ['TORCHELASTIC_RUN_ID']}", store)
-        attempt = dist.PrefixStore(os.environ["TORCHELASTIC_RESTART_COUNT"], kept)
-        worker = SweepWorker(args, kept, attempt, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), outcome)
-        worker.watched_by_heartbeat = True
+        worker = SweepWorker(args, kept, dist.PrefixStore(os.environ["TORCHELASTIC_RESTART_COUNT"], kept),
+                             int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), outcome)
+        worker.heartbeats = {}
         return worker.take_part(resumed)
-    if args.workers == 1:
-        store = dist.HashStore()
-        return SweepWorker(args, store, store, 0, 1, outcome).take_part(resumed)
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-    worker = SweepWorker(args, store, store, 0, args.workers, outcome)
-    worker.others = start_workers(args, store.port)  # they start while this one trains
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = args.workers or max(1, min(cores, len(planned_runs(args)) - len(resumed)))
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if workers > 1 else dist.HashStore()
+    worker = SweepWorker(args, store, store, 0, workers, outcome)
+    if workers > 1:
+        worker.others = start_workers(args, workers, store.port)  # they start while this one trains
     return worker.take_part(resumed)
 
 
-def start_workers(args, port):
+def start_workers(args, workers, port):
     """Starts workers 1 and up, and returns at once. They inherit SIGINT and SIGTERM held, and hold them until their
     handlers are in place: a Ctrl-C while they start is one like any other, not a KeyboardInterrupt's traceback."""
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # its "Terminating process" lines
@@ -808,68 +870,63 @@ def start_workers(args, port):
         multiprocessing.resource_tracker.ensure_running()  # started later, it would unblock the two signals
         held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
-        return torch.multiprocessing.start_processes(spawned_worker, (args, port), args.workers - 1, join=False,
-                                                     start_method="spawn")
+        return mp.start_processes(spawned_worker, (args, workers, port), workers - 1, join=False, start_method="spawn")
     finally:
         if held is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def spawned_worker(index, args, port):
+def spawned_worker(index, args, workers, port):
     """Worker index + 1, in a process of its own."""
     quiet_known_warnings()
     torch.set_num_threads(1)
-    with Stop(quiet=True) as stop:
+    with Outcome(quiet=True) as outcome:
         store = dist.TCPStore("127.0.0.1", port, is_master=False)
-        SweepWorker(args, store, store, index + 1, args.workers, Outcome(stop)).take_part()
+        SweepWorker(args, store, store, index + 1, workers, outcome).take_part()
 
 
 class SweepWorker:
     """A worker's part in a sweep. The workers share nothing but a store: a TCPStore that the first worker hosts for
-    those it starts, torchrun's own, or with one worker a HashStore. Each looks at it where it checks for a stop, a
-    few times a second (`poll`). The keys:
+    those that it starts, torchrun's own, or with one worker a HashStore. Each looks at it where it checks for a stop,
+    a few times a second (`poll`). The keys:
 
-    "run I"     the result and the rows of run I, set by the worker that finished it. The first worker sets those of
-                --resume before the others take runs, and under torchrun they outlast a restart: a run that has one is
-                not trained again. Every other key is apart per torchrun restart.
-    "ready"     set by the first worker once "run I" holds the runs of --resume; the others wait for it.
+    "run I"     the result and rows of run I, from the worker that finished it or from --resume: a run that has one is
+                not trained again. Under torchrun they outlast a restart; every other key is apart per restart.
+    "ready"     the first worker has set the runs of --resume, and the others may take runs.
     "next run"  add("next run", 1) - 1 is the run that a worker takes next, while there is one.
     "holds R"   the run that worker R took last.
-    "finished"  a count of the runs finished: when it grows, the first worker looks for their results.
-    "stop"      the first stop's cause, such as "SIGINT". Every worker stops after its current step.
+    "finished"  a count of the runs finished, that tells the first worker when to look for their results.
+    "stop"      the first stop's cause, such as "SIGINT": every worker stops after its current step.
     "bye R"     worker R takes no more runs: the kinds of output that it could not write.
-    "beat R"    under torchrun, worker R's thread adds 1 every second, however busy R is. The first worker counts R
-                lost once that stops for LOST_AFTER seconds; a worker that it started is named by torch when it ends.
+    "seen R"    under torchrun, worker R adds 1 each time it looks: the first worker loses R when that stops for
+                LOST_AFTER seconds. Every step, scoring episode and run includes a look, so a busy worker is never lost.
+                A worker that the first one started, torch names when it ends.
     """
 
     def __init__(self, args, kept, attempt, rank, world_size, outcome):
         self.args, self.runs, self.kept, self.attempt = args, planned_runs(args), kept, attempt
         self.rank, self.world_size, self.outcome = rank, world_size, outcome
-        self.others, self.watched_by_heartbeat = None, False  # how the first worker knows of a lost worker
+        self.others, self.heartbeats = None, None  # how the first worker hears of a lost worker: torch, or looks
+        self.results, self.resumed, self.gone, self.lost, self.failed = {}, None, set(), False, set()
+        self.history = LineFile(args.history, HISTORY_HEADER, outcome, "; the sweep stops")
+        self.record = LineFile(args.history and record_path(args.history), json.dumps(sweep_settings(args)), outcome,
+                               "; the sweep stops")
         self.out, self.started = sys.stdout, time.monotonic()  # not a run's redirected stdout
-        self.history = HistoryFile(args.history, outcome, "; the sweep stops")
-        self.results, self.record, self.resumed, self.finished_count = {}, [], None, None
-        self.gone, self.lost, self.failed, self.beats = set(), False, set(), {}
         outcome.poll = self.poll
 
     def take_part(self, resumed=None):
         """Trains runs until none is left or the sweep stops. Returns the first worker's sweep's exit status; another's
         own status, which torchrun reports."""
-        if self.rank == 0:
-            for index, result in (resumed or {}).items():
-                self.kept.set(f"run {index}", json.dumps(result))
-            self.attempt.set("ready", "")
-            self.learn_finished_runs()
-            if self.results:
-                print(f"{len(self.results)} of {len(self.runs)} runs finished before, and are not trained again")
-            self.resumed = len(self.results)
-        done = threading.Event()
-        heartbeat = threading.Thread(target=beat, args=(self.attempt, self.rank, done))
         try:
+            if self.rank == 0:
+                for index, result in (resumed or {}).items():
+                    self.kept.set(f"run {index}", json.dumps(result))
+                self.attempt.set("ready", "")
+                self.learn_finished_runs()  # those of --resume, or of torchrun's attempts before this one
+                self.resumed = len(self.results)
+                self.say_where_things_go()
             while not self.attempt.check(["ready"]):
                 time.sleep(0.05)
-            if self.rank and self.watched_by_heartbeat:
-                heartbeat.start()
             while not self.outcome.stopped() and (index := self.attempt.add("next run", 1) - 1) < len(self.runs):
                 if not self.kept.check([f"run {index}"]):
                     self.train(index)
@@ -882,17 +939,12 @@ class SweepWorker:
             if not self.outcome.cause:
                 print(f"{PROG}: worker {self.rank} lost the sweep's store ({str(e).splitlines()[0]})", file=sys.stderr)
             return exit_status(self.outcome.cause or Cause.LOST_WORKER, self.outcome.failed, 0)
-        finally:  # a thread left inside a store call as the process exits can abort it
-            done.set()
-            if heartbeat.is_alive():
-                heartbeat.join()
 
     def train(self, index):
-        """Run `index`, as --seed would train it alone; its result goes to the store, unless the sweep stops first."""
+        """Run `index`, as --seed would train it alone: its result goes to the store, unless the sweep stops first."""
         self.attempt.set(f"holds {self.rank}", str(index))
-        run = self.runs[index]
         with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
-            state, outputs = train_run(self.args, run, self.outcome, os.path.join(self.args.video_dir, run_name(run)))
+            state, outputs = train_run(self.args, self.runs[index], self.outcome)
             results = outputs.score()
         if not self.outcome.cause:
             score = float(np.mean([total for total, _ in results]))
@@ -904,6 +956,8 @@ class SweepWorker:
         if self.rank == 0:
             self.watch_workers()
             self.learn_finished_runs()
+        elif self.heartbeats is not None:
+            self.attempt.add(f"seen {self.rank}", 1)
         self.agree_on_stop()
 
     def agree_on_stop(self):
@@ -914,55 +968,52 @@ class SweepWorker:
             self.outcome(Cause[self.attempt.get("stop").decode()])
 
     # The first worker's part: the runs finished, the workers gone, and at the end the summary.
-    def learn_finished_runs(self):
-        if self.finished_count == (count := self.attempt.add("finished", 0)):
-            return
-        self.finished_count = count
-        for index, run in enumerate(self.runs):
-            if index not in self.results and self.kept.check([f"run {index}"]):
-                result = json.loads(self.kept.get(f"run {index}"))
-                self.results[index] = {**result, "rows": [Row(*row) for row in result["rows"]]}
-                self.keep(run, self.results[index])
+    def say_where_things_go(self):
+        if self.results:
+            print(f"{len(self.results)} of {len(self.runs)} runs finished before, and are not trained again")
+        if records(self.args):
+            print(f"Each run records its clips into a folder of its own, such as "
+                  f"{os.path.join(self.args.video_dir, run_folder(self.args, self.runs[0]))}")
 
-    def keep(self, run, result):
-        """A finished run's rows in --history, with the record beside it that --resume reads, and its line."""
-        summary = {"episodes": result["episodes"], "solved": result["solved"], "score": result["score"]}
-        self.record.append({**run._asdict(), **summary})
-        record = {"--env-id": self.args.env_id, "--max-episodes": self.args.max_episodes,
-                  "--eval-episodes": self.args.eval_episodes, "runs": self.record}
-        self.history.add([(*run, *row) for row in result["rows"]], record)
-        if self.resumed is not None:
-            done, total, new = len(self.results), len(self.runs), len(self.results) - self.resumed
-            outcome = "solved in" if result["solved"] else "not solved in"
-            print(f"[{done}/{total}] {describe(run)}: {outcome} {result['episodes']} episodes, trained agent "
-                  f"{result['score']:.1f}; {time_left((time.monotonic() - self.started) / new * (total - done))}",
-                  file=self.out)
+    def learn_finished_runs(self):
+        """Each run finished since the last look: its rows to --history and the record, and its line."""
+        if self.resumed is not None and self.attempt.add("finished", 0) == len(self.results) - self.resumed:
+            return
+        for index, run in enumerate(self.runs):
+            if index in self.results or not self.kept.check([f"run {index}"]):
+                continue
+            result = self.results[index] = json.loads(self.kept.get(f"run {index}"))
+            result["rows"] = [Row(*row) for row in result["rows"]]
+            self.history.add([",".join(map(str, (*run, *row))) for row in result["rows"]])
+            self.record.add([json.dumps({**run._asdict(), **result})])
+            if self.resumed is not None:
+                done, total, new = len(self.results), len(self.runs), len(self.results) - self.resumed
+                left = time_left((time.monotonic() - self.started) / new * (total - done))
+                print(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in "
+                      f"{result['episodes']} episodes, trained agent {result['score']:.1f}; {left}", file=self.out)
 
     def watch_workers(self):
-        """Takes the goodbyes, and loses a worker that ended (torch names it) or, under torchrun, fell silent."""
+        """Takes the goodbyes, and loses a worker that ended (torch names it) or, under torchrun, stopped looking."""
         ended = False
         if self.others:
             try:
                 ended = self.others.join(timeout=0)  # True once every one has exited with status 0
-            except (ProcessExitedException, ProcessRaisedException) as e:  # torch has ended the others meanwhile
+            except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:  # torch has ended the others
                 self.lose(e.error_index + 1, ended_how(e))
                 ended = True
             self.others = None if ended else self.others
-        for rank in sorted(set(range(1, self.world_size)) - self.gone):
+        for rank in set(range(1, self.world_size)) - self.gone:
             if self.attempt.check([f"bye {rank}"]):
                 self.gone.add(rank)
                 self.failed.update(json.loads(self.attempt.get(f"bye {rank}")))
             elif ended:
                 self.gone.add(rank)
-            elif self.watched_by_heartbeat:
-                self.watch_heartbeat(rank)
-
-    def watch_heartbeat(self, rank):
-        count, since = self.beats.get(rank, (None, time.monotonic()))
-        if (beats := self.attempt.add(f"beat {rank}", 0)) != count:
-            self.beats[rank] = (beats, time.monotonic())
-        elif time.monotonic() - since > LOST_AFTER:
-            self.lose(rank, f"no heartbeat for {LOST_AFTER} s")
+            elif self.heartbeats is not None:
+                count, since = self.heartbeats.get(rank, (None, time.monotonic()))
+                if (looks := self.attempt.add(f"seen {rank}", 0)) != count:
+                    self.heartbeats[rank] = (looks, time.monotonic())
+                elif time.monotonic() - since > LOST_AFTER:
+                    self.lose(rank, f"silent for {LOST_AFTER} s")
 
     def lose(self, rank, how):
         self.gone.add(rank)
@@ -993,17 +1044,9 @@ class SweepWorker:
         return exit_status(cause, self.failed | self.outcome.failed, 0)
 
 
-def beat(store, rank, done):
-    """A torchrun worker's heartbeat, until `done`, whatever the worker does meanwhile."""
-    with contextlib.suppress(dist.DistError):  # the worker hears of that itself
-        while not done.is_set():
-            store.add(f"beat {rank}", 1)
-            done.wait(BEAT_EVERY)
-
-
 def ended_how(error):
     """How a worker that torch started ended: its signal, its exit status, or its exception's type and message."""
-    if isinstance(error, ProcessExitedException):
+    if isinstance(error, mp.ProcessExitedException):
         return f"ended by {error.signal_name}" if error.signal_name else f"exit status {error.exit_code}"
     trace = str(error).splitlines()  # its traceback, whose last one ends with the type and message, unindented
     last = max(i for i, line in enumerate(trace) if line.startswith("Traceback "))
@@ -1011,37 +1054,34 @@ def ended_how(error):
 
 
 def record_path(history):
-    """The file beside a sweep's --history that --resume reads: each finished run's result and settings."""
-    return f"{history}.json"
+    """The record of a sweep's finished runs, beside its --history, that --resume reads: a line of settings, then a
+    line for each run, with its result and its rows."""
+    return f"{history}.jsonl"
+
+
+def sweep_settings(args):
+    return {"--env-id": args.env_id, "--max-episodes": args.max_episodes, "--eval-episodes": args.eval_episodes}
 
 
 def load_finished_runs(args):
     """--resume: {index: result} of the runs that a stopped sweep with the same --history finished, or a UsageError
     if they are not runs of this sweep."""
-    record, runs, rows = record_path(args.history), planned_runs(args), {}
+    path, runs = record_path(args.history), planned_runs(args)
     try:
-        with open(record) as f:
-            saved = json.load(f)
-        with open(args.history, newline="") as f:
-            for row in csv.DictReader(f):
-                run = Run(float(row["lr"]), float(row["gamma"]), int(row["seed"]))
-                rows.setdefault(run, []).append(Row(int(row["episode"]), int(row["length"]), float(row["return"]),
-                                                    float(row["running_reward"]), float(row["seconds"])))
-        finished = {Run(r["lr"], r["gamma"], r["seed"]): r for r in saved["runs"]}
+        with open(path) as f:
+            settings, *finished = map(json.loads, f)
+        finished = {Run(result.pop("lr"), result.pop("gamma"), result.pop("seed")): result for result in finished}
+        differ = [(flag, settings[flag], now) for flag, now in sweep_settings(args).items() if settings[flag] != now]
     except OSError as e:
-        raise UsageError(f"--resume: cannot read {e.filename} ({e.strerror}): no run of this sweep finished") from None
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--resume: {args.history} and {record} are not a sweep's history") from None
-    for flag, value in (("--env-id", args.env_id), ("--max-episodes", args.max_episodes),
-                        ("--eval-episodes", args.eval_episodes)):
-        if saved.get(flag) != value:
-            raise UsageError(f"--resume: the runs in {record} had {flag} {saved.get(flag)}, not {value}")
-    for run, result in finished.items():
+        raise UsageError(f"--resume: cannot read {path} ({e.strerror}): no run of this sweep finished") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"--resume: {path} is not the record of a sweep's runs") from None
+    for flag, was, now in differ:
+        raise UsageError(f"--resume: the runs in {path} had {flag} {was}, not {now}")
+    for run in finished:
         if run not in runs:
-            raise UsageError(f"--resume: {record} has a run that this sweep does not: {describe(run)}")
-        if len(rows.get(run, ())) != result["episodes"]:
-            raise UsageError(f"--resume: {args.history} lacks episodes of {describe(run)}")
-    return {runs.index(run): {**result, "rows": rows[run]} for run, result in finished.items()}
+            raise UsageError(f"--resume: {path} has a run that this sweep does not: {describe(run)}")
+    return {runs.index(run): result for run, result in finished.items()}
 
 
 def time_left(seconds):
@@ -1083,131 +1123,36 @@ def summary_lines(runs, results, max_episodes):
     return lines
 
 
-def write_sweep_plot(path, runs, rows, threshold, title):
-    """The running reward against the episode: a thin line per run, and each setting's median in bold, which holds a
-    run that has ended at its last value."""
-    def draw(ax):
-        settings = dict.fromkeys((run.lr, run.gamma) for run in runs)
-        for color, (lr, gamma) in zip(itertools.cycle(f"C{i}" for i in range(10)), settings):
-            curves = [[row.running_reward for row in rows[i]] for i, run in enumerate(runs) if run[:2] == (lr, gamma)]
-            for curve in curves:
-                ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, lw=0.8)
-            longest = max(map(len, curves))
-            median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
-            ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
-                    label=f"lr {lr:g}, gamma {gamma:g}: median of {len(curves)} seeds")
-        ax.grid(alpha=0.3)
-    figure(path, title, "running reward", threshold, draw)
-
-
-# --- Signals, a closed output, and the entry point ------------------------------------
-SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-class Stop:
-    """SIGINT (Ctrl-C) and SIGTERM. The first is kept, for the run to stop after its current step; a second exits at
-    once, though never in the middle of a file being written (`deferred`)."""
-
-    def __init__(self, quiet=False):
-        self.signum, self.quiet, self.exit_pending, self.writing = None, quiet, None, threading.Lock()
-
-    def __enter__(self):
-        self.previous = {signum: signal.signal(signum, self.handle) for signum in SIGNALS}
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a spawned worker starts with them held
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def handle(self, signum, frame):
-        if self.signum is None:
-            self.signum = signum
-            return
-        self.exit_pending = 128 + signum, f"Stopped at once by a second {signal.Signals(signum).name}\n"
-        if self.writing.acquire(blocking=False):  # else the file being written is finished first
-            self.exit_now()
-
-    def exit_now(self):
-        status, message = self.exit_pending
-        if not self.quiet:
-            with contextlib.suppress(OSError):  # not print(): the main code may be in the middle of one
-                os.write(sys.stdout.fileno(), message.encode())
-        os._exit(status)
-
-    @contextlib.contextmanager
-    def deferred(self):
-        """Holds a second signal's exit until the block is done, one file at a time. The thread holds the signals
-        too, so that ffmpeg, which inherits that, is not cut short by a terminal's Ctrl-C."""
-        with self.writing:
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else None
-            try:
-                yield
-            finally:
-                if held is not None:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if self.exit_pending and self.writing.acquire(blocking=False):  # else another thread's file comes first
-            self.exit_now()
-
-
-class WatchedOutput:
-    """Standard output, except that a reader that goes away (as after `| head`) stops the run, or the sweep, quietly
-    as Unix tools stop: the rest of the output goes to the null device, instead of a BrokenPipeError's traceback."""
-
-    def __init__(self, stream, outcome):
-        self.stream, self.outcome = stream, outcome
-
-    def write(self, text):
-        self.guarded(self.stream.write, text)
-        return len(text)
-
-    def flush(self):
-        self.guarded(self.stream.flush)
-
-    def guarded(self, call, *args):
-        try:
-            call(*args)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            self.outcome(Cause.CLOSED_PIPE)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
+# --- The entry point ---------------------------------------------------------------
 def quiet_known_warnings():
     # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
     warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
 
 
 def main(argv=None):
+    """The script, on the command line `argv`: returns its exit status. What it changes in os.environ, for the
+    processes that it starts, it undoes before it returns."""
+    argv = sys.argv[1:] if argv is None else argv
+    given = {token.split("=")[0] for token in argv if token.startswith("--")}  # allow_abbrev=False: as typed
     quiet_known_warnings()
-    try:
-        args = parse_args(argv)
-        if not args.watch:
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # no window: frames are drawn off-screen
-        checkpoint = check_inputs(args)
-        first_worker = os.environ.get("RANK", "0") == "0"  # under torchrun the first worker reads, writes and speaks
-        resumed = load_finished_runs(args) if args.resume and first_worker else {}
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    for path in (args.history, args.plot, args.save_model):  # every check has passed: their folders
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # One thread: tensors this small gain nothing from sharing, and a thread team stalls when another process is busy.
-    torch.set_num_threads(1)
-    stdout = sys.stdout
-    with Stop(quiet=not first_worker) as stop:
-        outcome = Outcome(stop)
-        sys.stdout = WatchedOutput(stdout, outcome)
+    first_worker = os.environ.get("RANK", "0") == "0"  # under torchrun the first worker reads, writes and speaks
+    with mock.patch.dict(os.environ, video_driver("--watch" in given)):
         try:
+            args = parse_args(argv)
+            checkpoint = check_inputs(args, given)
+            resumed = load_finished_runs(args) if args.resume and first_worker else {}
+        except UsageError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        for path in (args.history, args.plot, args.save_model):  # every check has passed: their folders
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # One thread: tensors this small gain nothing from sharing, and a thread team stalls beside a busy process.
+        torch.set_num_threads(1)
+        with Outcome(quiet=not first_worker) as outcome, contextlib.redirect_stdout(WatchedOutput(sys.stdout, outcome)):
             if args.play:
                 return play(args, *checkpoint, outcome)
             return sweep(args, outcome, resumed) if args.seeds is not None else train_and_report(args, outcome)
-        finally:
-            sys.stdout = stdout
 
 
 if __name__ == "__main__":

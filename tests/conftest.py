@@ -14,14 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "reinforce_cartpole.py"
 sys.path.insert(0, str(ROOT))
+# As the script pins it when it runs, before torch loads: MKL's code path, for one run per seed on every x86-64 CPU.
+# Tests compare the runs of main() in this process with those of the script in its own.
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")
+
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "`torch.jit.", DeprecationWarning)  # torch's own modules call it as they import
-    import reinforce_cartpole  # noqa: E402  (pins MKL's branch in this process before any test runs torch)
+    import reinforce_cartpole  # noqa: E402
 
 # The tutorial's own seed, 543, solves CartPole-v0 in 748 episodes on x86-64 (about a minute on a 2-core
 # machine). ARM machines take another path; 2000 episodes leave room for that and still end the run.
 SOLVE_SEED = 543
 SOLVE_MAX_EPISODES = 2000
+PATIENCE = 120  # seconds that a process or an event may take at most: a loaded 2-core machine may take a while
 
 
 def script_command(*args):
@@ -39,6 +44,22 @@ def run_script(*args, timeout=300, env_changes=None):
                           env=script_env(env_changes or {}))
 
 
+def start_script(*args, stdout=subprocess.PIPE, env_changes=None):
+    """The real entry point in a process group of its own, as a terminal runs a command, without waiting for it."""
+    return subprocess.Popen(script_command(*args), cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=script_env(env_changes or {}))
+
+
+def lines_until(process, prefix):
+    """The lines of process's stdout up to the first that starts with prefix."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return "".join(lines)
+    raise AssertionError(f"no line starts with {prefix!r}: {''.join(lines)}{process.stderr.read()}")
+
+
 def run_main(*args):
     """main() in this process, for a test that needs no process of its own: what run_script gives, without the cost
     of starting Python and importing torch again."""
@@ -46,6 +67,11 @@ def run_main(*args):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = reinforce_cartpole.main(list(map(str, args)))
     return subprocess.CompletedProcess(["main", *map(str, args)], status, out.getvalue(), err.getvalue())
+
+
+def clip_folder(video_dir, seed=SOLVE_SEED, lr=0.01, gamma=0.99, env_id="CartPole-v0"):
+    """The folder of a run's clips under --video-dir."""
+    return Path(video_dir) / f"{env_id}-lr{lr:g}-gamma{gamma:g}-seed{seed}"
 
 
 def history_rows(path):
@@ -67,10 +93,11 @@ def decoded_frames(path):
 
 
 def trained_agent_score(output):
-    """(episodes, mean, min, max) from the line that scores the trained agent, or None."""
+    """(episodes, mean, min, max) from the line that scores the trained agent."""
     match = re.search(r"^Trained agent, (\d+) episodes in eval mode: return ([\d.]+) ± [\d.]+ "
                       r"\(min ([\d.]+), max ([\d.]+)\)$", output, re.M)
-    return match and (int(match[1]), *map(float, match.groups()[1:]))
+    assert match, f"no line scores the trained agent: {output}"
+    return int(match[1]), *map(float, match.groups()[1:])
 
 
 def tensorboard_scalars(folder):
@@ -110,11 +137,11 @@ def leave_free(disk, pages):
 
 
 # --- Runs shared by several tests, and the order that keeps both cores busy ---------------
-# Under pytest-xdist a session fixture belongs to one worker process, so the tests that share a run form one
-# xdist group (one worker runs them all, and trains the run once). The longest things come first: the
+# Under pytest-xdist a session fixture belongs to one worker process, so the tests that share a run carry the same
+# xdist_group mark (one worker runs them all, and trains the run once). The longest things come first: the
 # train-until-solved run and the emulated CPU each keep a core busy while the other core runs the rest.
-
-SHARED_RUNS = ("solved_run", "recorded_run", "reference_sweep")
+SOLVED_RUN, RECORDED_RUN, REFERENCE_SWEEP = (pytest.mark.xdist_group(name)
+                                             for name in ("solved_run", "recorded_run", "reference_sweep"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
@@ -122,10 +149,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         item.add_marker(pytest.mark.filterwarnings(  # a mark, so that `-W default` does not bring it back
             "ignore:.*The environment CartPole-v0 is out of date"))  # gymnasium's, as the tests make the tutorial's env
-        for name in SHARED_RUNS:
-            if name in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(name))
-    items.sort(key=lambda item: ("solved_run" not in item.fixturenames, item.get_closest_marker("long") is None))
+    items.sort(key=lambda item: (xdist_group(item) != "solved_run", item.get_closest_marker("long") is None))
+
+
+def xdist_group(item):
+    mark = item.get_closest_marker("xdist_group")
+    return mark and mark.args[0]
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +169,15 @@ def solved_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def recorded_run(tmp_path_factory):
-    """A 10-episode run with recording on (the default), through the real entry point."""
-    video_dir = tmp_path_factory.mktemp("recorded") / "clips"
-    return run_script("--seed", 7, "--max-episodes", 10, "--log-interval", 1, "--video-dir", video_dir), video_dir
+    """A 10-episode run with recording on (the default), through the real entry point: it and its clips' folder."""
+    video_dir = tmp_path_factory.mktemp("recorded") / "video"
+    result = run_script("--seed", 7, "--max-episodes", 10, "--log-interval", 1, "--video-dir", video_dir)
+    return result, clip_folder(video_dir, seed=7)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A --save-model checkpoint of two episodes' training."""
+    path = tmp_path_factory.mktemp("checkpoint") / "policy.pt"
+    assert run_main("--no-render", "--max-episodes", 2, "--log-interval", 1, "--save-model", path).returncode == 1
+    return path

@@ -27,14 +27,18 @@ CASES = {
     "unknown env version": (["--env-id", "CartPole-v9"], "--env-id CartPole-v9: "),
     "continuous actions": (["--env-id", "Pendulum-v1"], "the action space must be Discrete"),
     "discrete observation": (["--env-id", "FrozenLake-v1"], "the observation must be a flat Box"),
-    "unknown flag": (["--gama", "0.9"], "unrecognized arguments: --gama"),
+    "unknown flag": (["--gama", "0.9"], "unrecognized arguments: --gama 0.9 (see --help)"),
+    "abbreviated flag": (["--max-ep", "5"], "unrecognized arguments: --max-ep 5"),
     "seeds malformed": (["--seeds", "1-"], "argument --seeds: '1-': expected seeds such as 0-19 or 1,5,9, not '1-'"),
-    "seeds backwards": (["--seeds", "5-2"], "not '5-2'"),
+    "seeds backwards": (["--seeds", "5-2"], "argument --seeds: '5-2': the range '5-2' goes backwards"),
     "seeds not numbers": (["--seeds", "a,b"], "not 'a'"),
     "seeds empty": (["--seeds", ""], "argument --seeds: the list of seeds is empty"),
     "seeds duplicate": (["--seeds", "0-3,2"], "argument --seeds: '0-3,2': seed 2 is listed twice"),
     "workers zero": (["--seeds", "0-3", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
     "workers without seeds": (["--workers", "2"], "--workers applies to --seeds"),
+    "resume without seeds": (["--resume"], "--resume applies to --seeds"),
+    "resume without history": (["--seeds", "0-3", "--resume"], "--resume needs --history"),
+    "seeds with the default seed": (["--seeds", "1,2", "--seed", "543"], "--seed applies to a single run"),
     "several lr without seeds": (["--lr", "0.01,0.005"], "argument --lr: several values need --seeds"),
     "several gamma without seeds": (["--gamma", "0.9,0.99"], "argument --gamma: several values need --seeds"),
     "lr listed twice": (["--seeds", "1", "--lr", "0.01,0.01"], "argument --lr: a value is listed twice"),
@@ -124,13 +128,6 @@ def test_the_real_entry_point_exits_2_without_a_traceback(tmp_path):
     assert result.stdout == ""
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("checkpoint") / "policy.pt"
-    assert rc.main(["--no-render", "--max-episodes", "2", "--log-interval", "1", "--save-model", str(path)]) == 1
-    return path
-
-
 def tampered(checkpoint, tmp_path, change):
     saved = torch.load(checkpoint, weights_only=True)
     change(saved)
@@ -188,4 +185,12 @@ def test_output_files_that_cannot_be_written(flag, tmp_path, capsys):
     blocker.write_text("")
     code = rc.main(["--no-render", flag, str(blocker / "out")])
     assert_one_line_error(capsys, code, flag, "cannot be created or written")
-    assert_one_line_error(capsys, rc.main(["--no-render", flag, str(tmp_path)]), flag, "is a directory")
+
+
+@pytest.mark.parametrize("flag", ["--save-model", "--history", "--plot"])
+def test_a_folder_given_as_an_output_file_trains_nothing_and_creates_nothing(flag, tmp_path, capsys):
+    """A folder that exists, or a path with a trailing separator, such as pdir/, which would become one."""
+    for path in (str(tmp_path), str(tmp_path / "new") + os.sep):
+        code = rc.main(["--no-render", flag, path])
+        assert_one_line_error(capsys, code, f"{flag} {path}: is a folder, not a file's path")
+    assert os.listdir(tmp_path) == []

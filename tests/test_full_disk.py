@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import decoded_frames, history_rows, leave_free, run_main, trained_agent_score
+from conftest import clip_folder, decoded_frames, history_rows, leave_free, run_main, trained_agent_score
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
                                 reason="mounts a tmpfs: Linux, as root (CI runs so)")
@@ -31,16 +31,18 @@ def assert_no_temporary_files(*folders):
 
 
 def test_a_clip_that_does_not_fit_ends_the_recording_not_the_training(small_disk, tmp_path):
-    older = small_disk / "rl-video-episode-1.mp4"  # from an earlier run, which this one would replace
+    clips = clip_folder(small_disk, seed=7)
+    clips.mkdir()
+    older = clips / "rl-video-episode-1.mp4"  # from an earlier run, which this one would replace
     older.write_bytes(b"an older clip")
     leave_free(small_disk, 1)  # room for the first clip (3 KB), not for the second
     history = tmp_path / "history.csv"
     result = run_main("--seed", 7, "--max-episodes", 30, "--video-dir", small_disk, "--history", history)
-    one_failure_line(result, small_disk / "rl-video-episode-1.mp4", "; no more clips are recorded")
-    assert re.findall(r"^Video: (.*)$", result.stdout, re.M) == [str(small_disk / "rl-video-episode-0.mp4")]
-    assert decoded_frames(small_disk / "rl-video-episode-0.mp4")[1] > 0
+    one_failure_line(result, clips / "rl-video-episode-1.mp4", "; no more clips are recorded")
+    assert re.findall(r"^Video: (.*)$", result.stdout, re.M) == [str(clips / "rl-video-episode-0.mp4")]
+    assert decoded_frames(clips / "rl-video-episode-0.mp4")[1] > 0
     assert older.read_bytes() == b"an older clip"
-    assert sorted(os.listdir(small_disk)) == ["filler", "rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
+    assert sorted(os.listdir(clips)) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4"]
     # Training went on to the end, and the trained agent still played, unrecorded.
     assert [int(row["episode"]) for row in history_rows(history)] == list(range(1, 31))
     assert trained_agent_score(result.stdout)[0] == 10
@@ -104,8 +106,9 @@ def test_a_plot_or_checkpoint_that_does_not_fit_leaves_the_other_written(failing
 
 
 def test_a_clip_folder_removed_midway(tmp_path, capsys):
-    outcome = rc.Outcome(rc.Stop())
-    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", outcome, episode_trigger=lambda episode: True)
+    outcome = rc.Outcome()
+    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips")
+    env.outcome, env.episode_trigger = outcome, lambda episode: True
     env.reset(seed=3)
     env.step(0)
     os.rmdir(tmp_path / "clips")

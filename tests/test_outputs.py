@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import SOLVE_SEED, decoded_frames, history_rows, run_main, tensorboard_scalars, trained_agent_score
+from conftest import (RECORDED_RUN, SOLVE_SEED, SOLVED_RUN, decoded_frames, history_rows, run_main, tensorboard_scalars,
+                      trained_agent_score)
 
 
 def assert_frames(path, expected):
@@ -18,6 +19,7 @@ def assert_frames(path, expected):
     assert decoded_frames(path)[1] == expected
 
 
+@RECORDED_RUN
 def test_training_and_the_trained_agent_are_recorded(recorded_run):
     result, video_dir = recorded_run
     assert result.stderr == ""
@@ -36,8 +38,8 @@ def test_training_and_the_trained_agent_are_recorded(recorded_run):
 
 
 def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
-    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", rc.Outcome(rc.Stop()),
-                      episode_trigger=lambda episode: True)
+    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips")
+    env.outcome, env.episode_trigger = rc.Outcome(), lambda episode: True
     env.reset(seed=3)
     for step in range(20):
         env.step(step % 2)
@@ -46,6 +48,7 @@ def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
     assert_frames(tmp_path / "clips" / "rl-video-episode-0.mp4", 21)
 
 
+@SOLVED_RUN
 def test_the_history_has_one_row_per_episode(solved_run):
     result, out = solved_run
     rows = history_rows(out / "history.csv")
@@ -72,6 +75,7 @@ def test_outputs_go_into_folders_that_do_not_exist_yet(tmp_path, capsys):
     assert torch.load(model, weights_only=True)["info"]["episodes"] == len(history_rows(history)) == 2
 
 
+@SOLVED_RUN
 def test_the_plot_is_a_png(solved_run):
     _, out = solved_run
     with Image.open(out / "curve.png") as image:
@@ -84,8 +88,8 @@ def test_tensorboard_shows_the_history_and_the_trained_agent(tmp_path):
     result = run_main("--no-render", "--seed", 7, "--max-episodes", 30, "--eval-episodes", 3, "--history", history,
                       "--tensorboard", logs)
     assert result.returncode == 1 and result.stderr == "", result.stderr
-    assert os.listdir(logs) == ["lr0.01-gamma0.99-seed7"]
-    assert_tensorboard_equals_history(logs / "lr0.01-gamma0.99-seed7", history_rows(history), result.stdout)
+    assert os.listdir(logs) == ["CartPole-v0-lr0.01-gamma0.99-seed7"]
+    assert_tensorboard_equals_history(logs / "CartPole-v0-lr0.01-gamma0.99-seed7", history_rows(history), result.stdout)
 
 
 def assert_tensorboard_equals_history(folder, rows, stdout):
@@ -99,6 +103,7 @@ def assert_tensorboard_equals_history(folder, rows, stdout):
     assert step == len(rows) and f"return {mean:.2f} ±" in stdout
 
 
+@SOLVED_RUN
 def test_a_saved_policy_plays_back(solved_run, capsys):
     _, out = solved_run
     saved = torch.load(out / "policy.pt", weights_only=True)
@@ -116,6 +121,7 @@ def test_a_saved_policy_plays_back(solved_run, capsys):
     assert mean > 150
 
 
+@SOLVED_RUN
 def test_play_records_every_episode(solved_run, tmp_path, capsys):
     _, out = solved_run
     assert rc.main(["--play", str(out / "policy.pt"), "--eval-episodes", "2", "--video-dir", str(tmp_path)]) == 0

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest import ROOT, SOLVE_SEED, episode_lines, history_rows, run_script, script_command
+from conftest import ROOT, SOLVE_SEED, SOLVED_RUN, episode_lines, history_rows, run_script, script_command
 
 # Seed 543's run, as the README shows it, from the final code on an AMD EPYC (Zen 3) and on an Intel Xeon.
 README_LOG = [
@@ -54,6 +54,7 @@ def why_not_the_readme_run():
 readme_run_only = pytest.mark.skipif(why_not_the_readme_run() is not None, reason=str(why_not_the_readme_run()))
 
 
+@SOLVED_RUN
 @readme_run_only
 def test_seed_543_gives_the_run_the_readme_shows(solved_run):
     result, out = solved_run

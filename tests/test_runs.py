@@ -9,7 +9,7 @@ import pytest
 
 import reinforce_cartpole as rc
 from as_written import run_as_written
-from conftest import SOLVE_MAX_EPISODES, episode_lines, history_rows, run_main
+from conftest import RECORDED_RUN, SOLVE_MAX_EPISODES, SOLVED_RUN, episode_lines, history_rows, run_main
 
 STATE_FIELDS = ("iteration", "epoch", "epoch_length", "max_epochs", "max_iters", "output", "batch", "metrics",
                 "dataloader", "seed", "times", "running_reward", "observation", "ep_reward", "timestep")
@@ -21,6 +21,7 @@ def state_block(out):
     return dict(re.findall(r"^\t(\w+): (.*)$", block.split("\n\n", 1)[0], re.M))
 
 
+@SOLVED_RUN
 def test_trains_until_solved(solved_run):
     result, _ = solved_run
     assert result.returncode == 0, result.stdout + result.stderr
@@ -50,6 +51,7 @@ def test_the_port_learns_what_the_tutorials_code_as_written_learns(seed, tmp_pat
     assert port != port_returns(seed + 1, 40, tmp_path), "another seed gives another run"
 
 
+@RECORDED_RUN
 def test_the_same_seed_gives_the_same_run_in_another_process_and_with_recording(recorded_run, capsys):
     recorded, _ = recorded_run
     assert recorded.returncode == 1, recorded.stderr  # 10 episodes do not solve it

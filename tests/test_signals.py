@@ -15,19 +15,9 @@ import pytest
 import torch
 
 import reinforce_cartpole as rc
-from conftest import ROOT, decoded_frames, history_rows, script_command
+from conftest import PATIENCE, ROOT, SOLVED_RUN, clip_folder, decoded_frames, history_rows, script_command, start_script
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-# The machines are shared: a signal must stop the run, but a loaded 2-core machine may take a while.
-PATIENCE = 60
-
-
-def start(*args, stdout=subprocess.PIPE):
-    """The script in a process group of its own, as a terminal runs a command."""
-    return subprocess.Popen(script_command(*args), cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-
 
 def press_ctrl_c(child):
     """A terminal's Ctrl-C: SIGINT to the whole process group, ffmpeg included."""
@@ -59,9 +49,9 @@ def assert_every_file_whole(folder):
 
 
 def test_sigterm_stops_training_after_the_current_step(tmp_path):
-    video_dir = tmp_path / "video"
+    video_dir = clip_folder(tmp_path / "video")
     history = tmp_path / "history.csv"
-    child = start("--log-interval", 1, "--video-dir", video_dir, "--history", history)
+    child = start_script("--log-interval", 1, "--video-dir", tmp_path / "video", "--history", history)
     # gymnasium counts episodes from 0: the log's episode 28 is recorded as rl-video-episode-27.
     for line in child.stdout:
         if line.startswith("Episode 27\t"):
@@ -104,7 +94,7 @@ def test_a_signal_that_comes_before_the_run_starts_stops_it_within_a_step(tmp_pa
 
 def test_a_second_ctrl_c_stops_at_once_leaving_only_whole_files(tmp_path):
     out = tmp_path / "out"
-    child = start("--log-interval", 1, "--video-dir", out / "video", "--history", out / "history.csv",
+    child = start_script("--log-interval", 1, "--video-dir", out / "video", "--history", out / "history.csv",
                   "--plot", out / "curve.png", "--save-model", out / "policy.pt")
     for line in child.stdout:
         if line.startswith("Episode 2\t"):  # episode 1 (from 0) is being recorded
@@ -119,12 +109,13 @@ def test_a_second_ctrl_c_stops_at_once_leaving_only_whole_files(tmp_path):
     assert_every_file_whole(out)
 
 
+@SOLVED_RUN
 def test_ctrl_c_pressed_again_and_again_while_clips_are_encoded_leaves_every_clip_whole(solved_run, tmp_path):
     # A terminal's Ctrl-C reaches ffmpeg too. Press it again and again, from the moment the third clip
     # is being encoded until the process is gone: an ffmpeg that got one would break its clip.
     _, out = solved_run
     video_dir = tmp_path / "video"
-    child = start("--play", out / "policy.pt", "--eval-episodes", 1000, "--video-dir", video_dir)
+    child = start_script("--play", out / "policy.pt", "--eval-episodes", 1000, "--video-dir", video_dir)
     deadline = time.monotonic() + PATIENCE
     while not (video_dir / "play-episode-2.mp4").exists() and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -153,22 +144,23 @@ def test_ctrl_c_while_the_modules_import_ends_the_process_quietly():
 
 def test_a_closed_pipe_stops_the_run_quietly_and_finishes_its_outputs(tmp_path):
     # As `python reinforce_cartpole.py | head -2` does: the reader goes away after two lines.
-    child = start("--log-interval", 1, "--video-dir", tmp_path / "video", "--plot", tmp_path / "curve.png")
+    child = start_script("--log-interval", 1, "--video-dir", tmp_path / "video", "--plot", tmp_path / "curve.png")
     lines = [child.stdout.readline() for _ in range(2)]
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
     with child.stderr:
         assert child.stderr.read() == "", "quiet, as Unix tools are"
     assert lines[0].startswith("Episode 1\t")
-    assert (tmp_path / "curve.png").exists() and os.listdir(tmp_path / "video"), "the stop finished the outputs"
+    assert (tmp_path / "curve.png").exists() and os.listdir(clip_folder(tmp_path / "video")), "the outputs finished"
     assert_every_file_whole(tmp_path)
 
 
 def test_a_second_ctrl_c_waits_for_the_file_being_written_whatever_thread_it_reaches(tmp_path):
     # TensorBoard's writer is a thread that does not hold the signals while a clip is written, so the kernel hands
     # them to it; Python still runs the handler in the main thread, in the middle of the write.
-    video_dir = tmp_path / "video"
-    child = start("--seed", 7, "--log-interval", 1, "--video-dir", video_dir, "--tensorboard", tmp_path / "runs")
+    video_dir = clip_folder(tmp_path / "video", seed=7)
+    child = start_script("--seed", 7, "--log-interval", 1, "--video-dir", tmp_path / "video",
+                         "--tensorboard", tmp_path / "runs")
     assert child.stdout.readline().startswith("Episode 1\t")
     child.send_signal(signal.SIGINT)  # to the process alone, as to torchrun's workers: ffmpeg goes on
     deadline = time.monotonic() + PATIENCE

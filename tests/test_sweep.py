@@ -11,17 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import torch
 
 import reinforce_cartpole as rc
-from conftest import (ROOT, SCRIPT, decoded_frames, history_rows, leave_free, run_main, script_command, script_env,
-                      tensorboard_scalars, trained_agent_score)
+from conftest import (PATIENCE, REFERENCE_SWEEP, ROOT, SCRIPT, decoded_frames, history_rows, leave_free, lines_until,
+                      run_main, script_env, start_script, tensorboard_scalars, trained_agent_score)
 
-PATIENCE = 120  # seconds: a loaded 2-core machine may take a while
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the workers in Linux's /proc")
 
@@ -65,6 +63,7 @@ def reference_sweep(tmp_path_factory):
     return result, folder / "history.csv", folder / "runs.png"
 
 
+@REFERENCE_SWEEP
 def test_every_run_of_a_sweep_is_its_solo_run(reference_sweep, tmp_path):
     result, history, _ = reference_sweep
     assert result.returncode == 0 and result.stderr == "", result.stderr
@@ -110,6 +109,7 @@ def one_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
+@REFERENCE_SWEEP
 def test_three_workers_where_torch_reports_one_gpu_equal_one_worker(reference_sweep, one_gpu, tmp_path, capfd):
     one, one_history, one_plot = reference_sweep
     history = tmp_path / "history.csv"
@@ -145,16 +145,6 @@ def worker_statuses(torchrun_stderr):
     return [int(status) for status in re.findall(r"^\s*exitcode\s*: (-?\d+)", torchrun_stderr, re.M)]
 
 
-def lines_until(process, prefix):
-    """The lines of process's stdout up to the first that starts with prefix."""
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith(prefix):
-            return "".join(lines)
-    raise AssertionError("".join(lines) + process.stderr.read())
-
-
 def without_torchrun_exit_barrier_race(stderr):
     """torchrun's stderr without its own report of a known race (pytorch/pytorch#69520): the agent of another node
     may still be in its exit barrier when the first node's agent, which hosts the store, exits. Its status stays 0."""
@@ -163,6 +153,7 @@ def without_torchrun_exit_barrier_race(stderr):
     return "".join(line for line in stderr.splitlines(keepends=True) if not (race and line.startswith(race[1])))
 
 
+@REFERENCE_SWEEP
 @POSIX
 def test_two_torchrun_nodes_of_two_workers_where_torch_reports_one_gpu_equal_one_worker(reference_sweep, one_gpu,
                                                                                         tmp_path):
@@ -189,7 +180,7 @@ def test_a_clip_that_another_node_cannot_write_fails_its_worker_and_the_sweep(sm
     (out0, err0), (_, err1) = (node.communicate(timeout=PATIENCE * 3) for node in nodes)
     assert len(progress_lines(out0)) == 4 and "Stopped" not in out0, "every run finished"
     assert worker_statuses(err0) == worker_statuses(err1) == [3], (err0, err1)
-    assert re.search(rf"^reinforce_cartpole\.py: cannot write {small_disk}/lr0\.01-gamma0\.99-seed\d/"
+    assert re.search(rf"^reinforce_cartpole\.py: cannot write {small_disk}/CartPole-v0-lr0\.01-gamma0\.99-seed\d/"
                      r"rl-video-episode-0\.mp4: No space left on device; no more clips are recorded$", err1, re.M)
     assert "lost" not in err0 + err1
 
@@ -215,6 +206,7 @@ def process_environment(pid):
         return dict(entry.split(b"=", 1) for entry in f.read().split(b"\0") if b"=" in entry)
 
 
+@REFERENCE_SWEEP
 @LINUX
 def test_a_restarted_torchrun_sweep_of_two_workers_resumes_where_it_stopped(reference_sweep, tmp_path):
     """torchrun --max-restarts starts the workers again, with the store of the first attempt: the runs finished then
@@ -241,14 +233,16 @@ def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path)
     result = run_main("--seeds", "0,1", "--workers", 1, "--max-episodes", 2, "--render", "--eval-episodes", 2,
                       "--video-dir", tmp_path / "video", "--tensorboard", tmp_path / "tb", "--history", history)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert sorted(os.listdir(tmp_path / "tb")) == ["lr0.01-gamma0.99-seed0", "lr0.01-gamma0.99-seed1"]
+    folders = ["CartPole-v0-lr0.01-gamma0.99-seed0", "CartPole-v0-lr0.01-gamma0.99-seed1"]
+    assert sorted(os.listdir(tmp_path / "tb")) == folders
     for seed in (0, 1):
-        scalars = tensorboard_scalars(tmp_path / "tb" / f"lr0.01-gamma0.99-seed{seed}")
+        scalars = tensorboard_scalars(tmp_path / "tb" / folders[seed])
         rows = [row for row in history_rows(history) if row["seed"] == str(seed)]
         assert scalars["episode/return"] == [(int(row["episode"]), float(row["return"])) for row in rows]
         [(_, mean)] = scalars["trained_agent/mean_return"]
         assert f"seed {seed}: not solved in 2 episodes, trained agent {mean:.1f};" in result.stdout
-    assert sorted(os.listdir(tmp_path / "video")) == ["lr0.01-gamma0.99-seed0", "lr0.01-gamma0.99-seed1"]
+    assert sorted(os.listdir(tmp_path / "video")) == folders
+    assert f"such as {tmp_path / 'video' / folders[0]}" in result.stdout, "the sweep says where its clips go"
     for folder in os.listdir(tmp_path / "video"):
         names = sorted(os.listdir(tmp_path / "video" / folder))
         assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "trained-agent-episode-0.mp4"]
@@ -258,9 +252,7 @@ def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path)
 def start_sweep(tmp_path, *args, workers=2):
     """SWEEP on `workers` workers in a process group of its own, as a terminal runs a command; returns once a run has
     finished, with what it printed so far."""
-    child = subprocess.Popen(script_command(*SWEEP, "--workers", workers, *sweep_outputs(tmp_path), *args),
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True, env=script_env({}))
+    child = start_script(*SWEEP, "--workers", workers, *sweep_outputs(tmp_path), *args)
     return child, lines_until(child, "[1/6]")
 
 
@@ -295,6 +287,7 @@ def assert_resumes_as_if_never_stopped(stopped_out, tmp_path, reference_sweep, w
     assert (tmp_path / "runs.png").read_bytes() == one_plot.read_bytes()
 
 
+@REFERENCE_SWEEP
 @POSIX
 def test_ctrl_c_stops_every_worker_keeps_the_finished_runs_and_resume_ends_the_sweep(reference_sweep, tmp_path):
     child, lines = start_sweep(tmp_path)
@@ -333,6 +326,7 @@ def spawned_workers(pid):
     return [child for child, cmdline in children(pid) if b"spawn_main" in cmdline]
 
 
+@REFERENCE_SWEEP
 @LINUX
 def test_a_killed_worker_is_one_line_the_others_none_and_resume_ends_the_sweep(reference_sweep, tmp_path):
     child, lines = start_sweep(tmp_path, workers=3)
@@ -340,8 +334,8 @@ def test_a_killed_worker_is_one_line_the_others_none_and_resume_ends_the_sweep(r
     os.kill(worker, signal.SIGKILL)
     out, err = child.communicate(timeout=PATIENCE)
     assert child.returncode == 4
-    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 was lost \(ended by SIGKILL\)( while it trained lr 0\.0[12], "
-                        r"gamma 0\.99, seed \d: that run is lost)?; the sweep stops\n", err), err
+    assert re.fullmatch(r"reinforce_cartpole\.py: worker 1 was lost \(ended by SIGKILL\)( while it trained "
+                        r"lr 0\.0[12], gamma 0\.99, seed \d: that run is lost)?; the sweep stops\n", err), err
     assert_finished_runs_kept(lines + out, tmp_path / "history.csv", "a lost worker")
     assert_resumes_as_if_never_stopped(lines + out, tmp_path, reference_sweep, workers=1)
 
@@ -369,9 +363,7 @@ def test_a_worker_that_raises_is_named_with_its_exception_and_run_in_one_line(tm
 @LINUX
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path):
-    child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 2, "--max-episodes", 50, "--no-render"),
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    child = start_script("--seeds", "0-3", "--workers", 2, "--max-episodes", 50, "--no-render")
     deadline = time.monotonic() + PATIENCE
     while not spawned_workers(child.pid):  # it imports torch for a second or more yet
         assert time.monotonic() < deadline and child.poll() is None, child.communicate()
@@ -385,9 +377,8 @@ def test_a_signal_while_the_workers_start_is_one_like_any_other(signum, tmp_path
 def test_a_closed_pipe_stops_the_sweep_quietly_and_keeps_the_finished_runs(tmp_path):
     # As `... --seeds 0-3 | head -1` does.
     history = tmp_path / "history.csv"
-    child = subprocess.Popen(script_command("--seeds", "0-3", "--workers", 2, "--max-episodes", 20, "--no-render",
-                                            "--history", history, "--plot", tmp_path / "runs.png"),
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = start_script("--seeds", "0-3", "--workers", 2, "--max-episodes", 20, "--no-render", "--history", history,
+                         "--plot", tmp_path / "runs.png")
     first = child.stdout.readline()
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
@@ -399,37 +390,26 @@ def test_a_closed_pipe_stops_the_sweep_quietly_and_keeps_the_finished_runs(tmp_p
     assert (tmp_path / "runs.png").read_bytes().startswith(b"\x89PNG")
 
 
-def first_worker(workers, outcome=None):
-    """The first worker of a sweep of SWEEP's runs in this process, with a store of its own."""
+def test_under_torchrun_a_worker_that_stops_looking_is_lost_but_a_busy_one_never(monkeypatch, capsys):
+    """Workers 1 and 2 each take a run and say nothing more. Worker 1 is busy with it: it looks at the store where it
+    checks for a stop, as at every step. Worker 2 is gone."""
+    monkeypatch.setattr(rc, "LOST_AFTER", 2)
     store = rc.dist.HashStore()
     args = rc.parse_args([*map(str, SWEEP), "--env-id", "CartPole-v0"])
-    return rc.SweepWorker(args, store, store, 0, workers, outcome or rc.Outcome(rc.Stop())), store
-
-
-def test_under_torchrun_a_worker_whose_heartbeat_stops_is_lost_but_a_busy_one_never(monkeypatch, capsys):
-    """Workers 1 and 2 each take a run and say nothing more; 1 is busy, its heartbeat going, and 2 is gone."""
-    monkeypatch.setattr(rc, "LOST_AFTER", 2)
-    monkeypatch.setattr(rc, "BEAT_EVERY", 0.05)
-    first, store = first_worker(3)
-    first.watched_by_heartbeat = True
+    first, busy = (rc.SweepWorker(args, store, store, rank, 3, rc.Outcome()) for rank in (0, 1))
+    first.heartbeats = busy.heartbeats = {}
     store.set("holds 1", "1")
     store.set("holds 2", "2")
-    done = threading.Event()
-    heartbeat = threading.Thread(target=rc.beat, args=(store, 1, done))
-    heartbeat.start()
-    try:
-        started = time.monotonic()
-        while not first.lost:
-            assert time.monotonic() - started < PATIENCE, "worker 2 was never lost"
-            first.poll()
-            time.sleep(0.05)
-        assert time.monotonic() - started > rc.LOST_AFTER and first.gone == {2}, "worker 1, busy, is not lost"
-    finally:
-        done.set()
-        heartbeat.join()
+    started = time.monotonic()
+    while not first.lost:
+        assert time.monotonic() - started < PATIENCE, "worker 2 was never lost"
+        busy.outcome.stopped()  # a step of its run
+        first.poll()
+        time.sleep(0.05)
+    assert time.monotonic() - started > rc.LOST_AFTER and first.gone == {2}, "worker 1, busy, is not lost"
     assert first.outcome.cause is rc.Cause.LOST_WORKER and store.get("stop") == b"LOST_WORKER"
-    assert capsys.readouterr().err == ("reinforce_cartpole.py: worker 2 was lost (no heartbeat for 2 s) while it "
-                                       "trained lr 0.01, gamma 0.99, seed 2: that run is lost; the sweep stops\n")
+    assert capsys.readouterr().err == ("reinforce_cartpole.py: worker 2 was lost (silent for 2 s) while it trained lr "
+                                       "0.01, gamma 0.99, seed 2: that run is lost; the sweep stops\n")
 
 
 class StoreThatRemembers(rc.dist.HashStore):
@@ -447,10 +427,8 @@ class StoreThatRemembers(rc.dist.HashStore):
 def test_a_worker_tells_its_stop_before_its_goodbye():
     """A second signal may end the worker right after its goodbye: the first worker must know why it stopped by then.
     The signal comes after the worker's last look at the store, so that only the stop before the goodbye tells it."""
-    stop = rc.Stop()
-    stop.signum = signal.SIGINT
-    outcome = rc.Outcome(stop)
-    outcome.next_poll = float("inf")
+    outcome = rc.Outcome()
+    outcome.signum, outcome.next_poll = signal.SIGINT, float("inf")
     store = StoreThatRemembers()
     store.set("ready", "")
     args = rc.parse_args([*map(str, SWEEP), "--env-id", "CartPole-v0"])
@@ -476,48 +454,47 @@ def test_the_time_left_reads_as_minutes_and_seconds():
     assert rc.time_left(0) == "about 0 min 00 s left"
 
 
-def resume_with(tmp_path, reference_sweep, *args, tamper=None):
-    """--resume of a copy of the reference's --history and its record, with `args` changed."""
+def resume_with(tmp_path, reference_sweep, *args, tamper=lambda record: record):
+    """--resume of a copy of the reference's --history and its record, with `args` changed, and the record's lines
+    (settings, then a run each) changed by `tamper`."""
     _, one_history, _ = reference_sweep
     history = tmp_path / "history.csv"
     history.write_text(one_history.read_text())
     with open(rc.record_path(one_history)) as f:
-        record = json.load(f)
-    if tamper:
-        tamper(history, record)
+        record = tamper([json.loads(line) for line in f])
     with open(rc.record_path(history), "w") as f:
-        json.dump(record, f)
+        f.write("".join(json.dumps(line) + "\n" for line in record))
     return run_main(*SWEEP, "--history", history, "--plot", tmp_path / "new" / "runs.png", "--resume", *args)
 
 
-def drop_last_row(history, record):
-    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
+def add_a_run(record):
+    return [*record, {**record[1], "gamma": 0.9}]
 
 
-def add_a_run(history, record):
-    record["runs"].append({**record["runs"][0], "gamma": 0.9})
+def cut_short(record):
+    return [*record[:-1], "not a run"]
 
 
+@REFERENCE_SWEEP
 @pytest.mark.parametrize("args,tamper,words", [
     (("--max-episodes", 50), None, "the runs in {record} had --max-episodes 40, not 50"),
     (("--eval-episodes", 5), None, "the runs in {record} had --eval-episodes 10, not 5"),
     (("--env-id", "Acrobot-v1"), None, "the runs in {record} had --env-id CartPole-v0, not Acrobot-v1"),
     (("--lr", "0.01"), None, "{record} has a run that this sweep does not: lr 0.02, gamma 0.99, seed 0"),
     ((), add_a_run, "{record} has a run that this sweep does not: lr 0.01, gamma 0.9, seed 0"),
-    ((), drop_last_row, "{history} lacks episodes of lr 0.02, gamma 0.99, seed 2"),
-], ids=["max-episodes", "eval-episodes", "env", "lr", "gamma", "rows"])
+    ((), cut_short, "{record} is not the record of a sweep's runs"),
+], ids=["max-episodes", "eval-episodes", "env", "lr", "gamma", "not a record"])
 def test_resume_refuses_runs_of_other_settings_and_creates_nothing(reference_sweep, tmp_path, args, tamper, words):
-    history, before = tmp_path / "history.csv", reference_sweep[1].read_text()
-    result = resume_with(tmp_path, reference_sweep, *args, tamper=tamper)
-    expected = words.format(record=rc.record_path(history), history=history)
+    result = resume_with(tmp_path, reference_sweep, *args, **({"tamper": tamper} if tamper else {}))
+    expected = words.format(record=rc.record_path(tmp_path / "history.csv"))
     assert (result.returncode, result.stderr) == (2, f"reinforce_cartpole.py: error: --resume: {expected}\n")
     assert result.stdout == "" and not (tmp_path / "new").exists()
-    assert tamper or history.read_text() == before
+    assert (tmp_path / "history.csv").read_text() == reference_sweep[1].read_text()
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path):
     result = run_main(*SWEEP, "--history", tmp_path / "history.csv", "--resume")
     assert (result.returncode, result.stderr) == (2, f"reinforce_cartpole.py: error: --resume: cannot read "
-                                                     f"{tmp_path / 'history.csv.json'} (No such file or directory): "
+                                                     f"{tmp_path / 'history.csv.jsonl'} (No such file or directory): "
                                                      f"no run of this sweep finished\n")
     assert os.listdir(tmp_path) == []

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 from PIL import ImageGrab
 
-import reinforce_cartpole as rc
-from conftest import ROOT, decoded_frames, run_main, script_command, script_env, trained_agent_score
+from conftest import (PATIENCE, ROOT, clip_folder, decoded_frames, run_main, script_command, script_env,
+                      trained_agent_score)
 
 XVFB = shutil.which("Xvfb")
 pytestmark = pytest.mark.skipif(XVFB is None, reason="needs Xvfb (Debian: apt-get install xvfb)")
-PATIENCE = 60
 POLE, BLACK = (202, 152, 101), (0, 0, 0)  # gymnasium's CartPole: the pole's colour; the cart and the track
 
 
@@ -45,13 +44,6 @@ def x_display():
     yield name
     server.terminate()
     server.wait(timeout=PATIENCE)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("checkpoint") / "policy.pt"
-    assert rc.main(["--no-render", "--max-episodes", "2", "--log-interval", "1", "--save-model", str(path)]) == 1
-    return path
 
 
 def watch(x_display, *args):
@@ -159,5 +151,5 @@ def test_training_with_watch_shows_and_records_the_trained_agent(x_display, tmp_
     stdout, stderr = child.communicate(timeout=PATIENCE)
     assert child.returncode == 1 and stderr == "", stderr  # three episodes do not solve it
     assert trained_agent_score(stdout)[0] == 5
-    assert clips(tmp_path / "video") == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4",
-                                         "trained-agent-episode-0.mp4"]
+    assert clips(clip_folder(tmp_path / "video")) == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4",
+                                                      "trained-agent-episode-0.mp4"]
