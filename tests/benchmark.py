@@ -3,7 +3,7 @@
     python tests/benchmark.py            # full run, about 13 minutes on a 2-core machine
     python tests/benchmark.py --quick    # about a minute
     python tests/benchmark.py --only solving --seeds-figure video/seeds.png   # the README's figure
-    python tests/benchmark.py --only sweep    # 8 seeds x 400 and 6 x 200 episodes, on 1 worker and on 2
+    python tests/benchmark.py --only sweep    # 8 seeds x 400 and 6 x 200 episodes, on 1 worker and on 2; start-up
     python tests/benchmark.py --only suite    # the test suite's time in solve runs, 3 pairs
 
 A script, not a test: pytest collects only test_*.py. Contenders alternate on the same seeds
@@ -21,11 +21,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import gymnasium as gym
-import torch
+os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # as the script pins it, for the runs of main() in this process
+
+import gymnasium as gym  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "reinforce_cartpole.py"
@@ -101,7 +104,7 @@ def training_throughput(seeds, episodes, repeats):
 def port_with_gc_after_each_clip(**kwargs):
     """The port, but with RecordVideo's default gc_trigger: a gc.collect() after every clip."""
     wrap_env = rc.wrap_env
-    rc.wrap_env = lambda env, folder, outcome, **kw: rc.ClipRecorder(env, folder, outcome, disable_logger=True, **kw)
+    rc.wrap_env = lambda env, folder: rc.ClipRecorder(env, folder, disable_logger=True)
     try:
         return run_port(**kwargs)
     finally:
@@ -250,6 +253,36 @@ def sweep_scale(seeds, max_episodes, repeats):
           f"(start-up, scoring the trained agents, the summary).")
 
 
+def worker_start_up(seeds, max_episodes, workers):
+    """main() in this process, the launcher, with `workers`: the seconds from the launch of the others until each takes
+    its first run, as the sweep's store shows it ("holds R"). This process takes its own at once."""
+    launched, first_run = {}, {}
+    start_workers = rc.start_workers
+
+    def watch(port):
+        store = torch.distributed.TCPStore("127.0.0.1", port, is_master=False)
+        while len(first_run) < workers - 1:
+            for rank in set(range(1, workers)) - set(first_run):
+                if store.check([f"holds {rank}"]):
+                    first_run[rank] = time.perf_counter() - launched["at"]
+            time.sleep(0.005)
+
+    def timed_start_workers(args, workers, port):
+        launched["at"] = time.perf_counter()
+        threading.Thread(target=watch, args=(port,), daemon=True).start()
+        return start_workers(args, workers, port)
+
+    rc.start_workers = timed_start_workers
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc.main(["--seeds", seeds, "--max-episodes", str(max_episodes), "--no-render", "--workers", str(workers)])
+    finally:
+        rc.start_workers = start_workers
+    print(f"\n### 10. Each worker's start-up ({workers} workers, seeds {seeds})\n")
+    print("Seconds from the launch until the worker takes its first run: " + ", ".join(
+        f"worker {rank} {seconds:.2f} s" for rank, seconds in sorted(first_run.items())) + ".")
+
+
 def peak_memory(max_episodes):
     """Peak resident set of one training run (Linux only)."""
     print(f"\n### 4. Peak resident memory of one training run (seed 543, at most {max_episodes} episodes)\n")
@@ -377,6 +410,8 @@ SECTIONS = {  # name: (quick sizes, full sizes)
     "sweep": (lambda a: sweep_scale(seeds="0-3", max_episodes=100, repeats=1),
               lambda a: (sweep_scale(seeds="0-7", max_episodes=400, repeats=3),
                          sweep_scale(seeds="0-5", max_episodes=200, repeats=3))),
+    "start-up": (lambda a: worker_start_up(seeds="0-3", max_episodes=50, workers=2),
+                 lambda a: worker_start_up(seeds="0-7", max_episodes=100, workers=os.cpu_count())),
     "suite": (lambda a: suite_in_solve_runs(repeats=1), lambda a: suite_in_solve_runs(repeats=3)),
 }
 
@@ -389,9 +424,7 @@ def main(argv=None):
                    "(the README's is video/seeds.png; default: a temporary file)")
     args = p.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
+    rc.quiet_known_warnings()
 
     started = time.perf_counter()
     print(f"## Benchmark{' (--quick)' if args.quick else ''}\n\n{machine()}")

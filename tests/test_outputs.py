@@ -3,8 +3,10 @@
 import os
 import re
 
+import gymnasium as gym
 import pytest
 import torch
+from gymnasium.utils.save_video import capped_cubic_video_schedule
 from PIL import Image
 
 import reinforce_cartpole as rc
@@ -23,14 +25,17 @@ def assert_frames(path, expected):
 def test_training_and_the_trained_agent_are_recorded(recorded_run):
     result, video_dir = recorded_run
     assert result.stderr == ""
-    # gymnasium's schedule records episodes 0, 1 and 8 (counted from 0) of the first ten.
-    names = sorted(os.listdir(video_dir))
-    assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "rl-video-episode-8.mp4",
-                     "trained-agent-episode-0.mp4"]
+    # gymnasium's schedule, which counts episodes from 0, for the ten trained, then the trained agent's first.
+    names = [f"rl-video-episode-{e}.mp4" for e in range(10) if capped_cubic_video_schedule(e)]
+    names.append("trained-agent-episode-0.mp4")
+    assert sorted(os.listdir(video_dir)) == sorted(names)
     assert re.findall(r"^Video: (.*)$", result.stdout, re.M) == [str(video_dir / name) for name in names]
+    env = gym.make("CartPole-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    height, width, _ = env.render().shape
     for name in names:
         meta, frames = decoded_frames(video_dir / name)
-        assert meta["size"] == (600, 400) and meta["fps"] == 50 and frames > 0
+        assert meta["size"] == (width, height) and meta["fps"] == env.metadata["render_fps"] and frames > 0
     # The trained agent plays --eval-episodes episodes in eval mode, and only the first is recorded.
     episodes, mean, shortest, longest = trained_agent_score(result.stdout)
     assert episodes == 10 and 1 <= shortest <= mean <= longest <= 200

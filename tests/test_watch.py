@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import ImageGrab
 
-from conftest import (PATIENCE, ROOT, clip_folder, decoded_frames, run_main, script_command, script_env,
-                      trained_agent_score)
+from conftest import PATIENCE, clip_folder, decoded_frames, lines_until, run_main, start_script, trained_agent_score
 
 XVFB = shutil.which("Xvfb")
 pytestmark = pytest.mark.skipif(XVFB is None, reason="needs Xvfb (Debian: apt-get install xvfb)")
@@ -47,9 +46,8 @@ def x_display():
 
 
 def watch(x_display, *args):
-    env = script_env({"DISPLAY": x_display, "SDL_VIDEODRIVER": None, "WAYLAND_DISPLAY": None})
-    return subprocess.Popen(script_command(*args, "--watch"), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return start_script(*args, "--watch", env_changes={"DISPLAY": x_display, "SDL_VIDEODRIVER": None,
+                                                       "WAYLAND_DISPLAY": None})
 
 
 def cartpole_on_screen(x_display):
@@ -121,12 +119,13 @@ def clips(video_dir):
 def test_watching_ends_when_the_window_is_closed_or_on_ctrl_c(how, status, x_display, checkpoint, tmp_path):
     child = watch(x_display, "--play", checkpoint, "--eval-episodes", 1000, "--video-dir", tmp_path / "video")
     wait_for_cartpole(x_display, child)
-    time.sleep(1)  # a few episodes: the policy of two episodes' training drops the pole in about 20 steps
+    shown = lines_until(child, "Video: ")  # an episode has ended, on screen and recorded
     if how == "close the window":
         assert close_windows(x_display) == 1
     else:
         os.killpg(child.pid, signal.SIGINT)
     stdout, stderr = child.communicate(timeout=PATIENCE)
+    stdout = shown + stdout
     assert child.returncode == status and stderr == "", (stdout, stderr)
     played = int(re.search(r"^(?:Played|Stopped by SIGINT: played) (\d+)", stdout, re.M).group(1))
     assert re.search(rf"^Played {played} episodes of CartPole-v0 with .*policy\.pt: return ", stdout, re.M), stdout
