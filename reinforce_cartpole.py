@@ -520,9 +520,9 @@ def exit_status(cause, failed, otherwise):
 
 class Outcome:
     """How a run, or this worker's part of a sweep, is going. Within `with`, SIGINT (Ctrl-C) or SIGTERM stops it after
-    its current step, and a second one exits at once, though never in the middle of a file (`writing`). `cause` says
-    why it stops: the signal, else the first cause given. `failed` holds the kinds of output that could not be
-    written. A sweep's worker sets `poll` to what it looks at in the sweep's store, a few times a second."""
+    its current step, and a second one exits at once, though never in the middle of a file (`writing`). `cause`: the
+    signal, else the first cause given. `failed`: the kinds of output that could not be written. `poll`: what a sweep's
+    worker looks at in the sweep's store, a few times a second."""
 
     def __init__(self, quiet=False):
         self.quiet, self.signum, self.given, self.failed = quiet, None, None, set()
@@ -888,26 +888,25 @@ def spawned_worker(index, args, workers, port):
 class SweepWorker:
     """A worker's part in a sweep. The workers share nothing but a store: a TCPStore that the first worker hosts for
     those that it starts, torchrun's own, or with one worker a HashStore. Each looks at it where it checks for a stop,
-    a few times a second (`poll`). The keys:
+    a few times a second (`poll`). The keys, all but "run I" apart per torchrun restart:
 
     "run I"     the result and rows of run I, from the worker that finished it or from --resume: a run that has one is
-                not trained again. Under torchrun they outlast a restart; every other key is apart per restart.
-    "ready"     the first worker has set the runs of --resume, and the others may take runs.
+                not trained again, after a restart too.
+    "ready"     the first worker has set the runs of --resume: the others may take runs.
     "next run"  add("next run", 1) - 1 is the run that a worker takes next, while there is one.
     "holds R"   the run that worker R took last.
-    "finished"  a count of the runs finished, that tells the first worker when to look for their results.
+    "finished"  how many runs have finished: when it grows, the first worker looks for their results.
     "stop"      the first stop's cause, such as "SIGINT": every worker stops after its current step.
     "bye R"     worker R takes no more runs: the kinds of output that it could not write.
-    "seen R"    under torchrun, worker R adds 1 each time it looks: the first worker loses R when that stops for
-                LOST_AFTER seconds. Every step, scoring episode and run includes a look, so a busy worker is never lost.
-                A worker that the first one started, torch names when it ends.
+    "seen R"    under torchrun, worker R adds 1 at each look: the first worker loses R when that stops for LOST_AFTER
+                seconds. A worker that the first one started, torch names when it ends.
     """
 
     def __init__(self, args, kept, attempt, rank, world_size, outcome):
         self.args, self.runs, self.kept, self.attempt = args, planned_runs(args), kept, attempt
         self.rank, self.world_size, self.outcome = rank, world_size, outcome
         self.others, self.heartbeats = None, None  # how the first worker hears of a lost worker: torch, or looks
-        self.results, self.resumed, self.gone, self.lost, self.failed = {}, None, set(), False, set()
+        self.results, self.resumed, self.gone, self.failed = {}, None, set(), set()
         self.history = LineFile(args.history, HISTORY_HEADER, outcome, "; the sweep stops")
         self.record = LineFile(args.history and record_path(args.history), json.dumps(sweep_settings(args)), outcome,
                                "; the sweep stops")
@@ -924,7 +923,11 @@ class SweepWorker:
                 self.attempt.set("ready", "")
                 self.learn_finished_runs()  # those of --resume, or of torchrun's attempts before this one
                 self.resumed = len(self.results)
-                self.say_where_things_go()
+                if self.results:
+                    print(f"{len(self.results)} of {len(self.runs)} runs finished before, and are not trained again")
+                if records(self.args):
+                    print(f"Each run records its clips into a folder of its own, such as "
+                          f"{os.path.join(self.args.video_dir, run_folder(self.args, self.runs[0]))}")
             while not self.attempt.check(["ready"]):
                 time.sleep(0.05)
             while not self.outcome.stopped() and (index := self.attempt.add("next run", 1) - 1) < len(self.runs):
@@ -968,13 +971,6 @@ class SweepWorker:
             self.outcome(Cause[self.attempt.get("stop").decode()])
 
     # The first worker's part: the runs finished, the workers gone, and at the end the summary.
-    def say_where_things_go(self):
-        if self.results:
-            print(f"{len(self.results)} of {len(self.runs)} runs finished before, and are not trained again")
-        if records(self.args):
-            print(f"Each run records its clips into a folder of its own, such as "
-                  f"{os.path.join(self.args.video_dir, run_folder(self.args, self.runs[0]))}")
-
     def learn_finished_runs(self):
         """Each run finished since the last look: its rows to --history and the record, and its line."""
         if self.resumed is not None and self.attempt.add("finished", 0) == len(self.results) - self.resumed:
@@ -1017,7 +1013,6 @@ class SweepWorker:
 
     def lose(self, rank, how):
         self.gone.add(rank)
-        self.lost = True
         held = int(self.attempt.get(f"holds {rank}")) if self.attempt.check([f"holds {rank}"]) else None
         unfinished = held is not None and not self.kept.check([f"run {held}"])
         run = f" while it trained {describe(self.runs[held])}: that run is lost" if unfinished else ""
@@ -1038,10 +1033,9 @@ class SweepWorker:
                     path, [self.runs[i] for i in finished], [self.results[i]["rows"] for i in finished],
                     gym.spec(self.args.env_id).reward_threshold,
                     f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
-        cause = Cause.LOST_WORKER if self.lost else self.outcome.cause  # not the SIGTERM that torch sends the others
-        if cause:
-            print(f"Stopped by {cause.words}: {len(finished)} of {len(self.runs)} runs finished")
-        return exit_status(cause, self.failed | self.outcome.failed, 0)
+        if self.outcome.cause:
+            self.outcome.say_stopped(f"{len(finished)} of {len(self.runs)} runs finished")
+        return exit_status(self.outcome.cause, self.failed | self.outcome.failed, 0)
 
 
 def ended_how(error):
@@ -1054,8 +1048,7 @@ def ended_how(error):
 
 
 def record_path(history):
-    """The record of a sweep's finished runs, beside its --history, that --resume reads: a line of settings, then a
-    line for each run, with its result and its rows."""
+    """Beside a sweep's --history, for --resume: a line of its settings, then a line for each finished run."""
     return f"{history}.jsonl"
 
 
@@ -1090,9 +1083,8 @@ def time_left(seconds):
 
 
 def median_interval(episodes, max_episodes, resamples=10_000):
-    """The median of the episodes to solve (inf: not solved in max_episodes) and its 95 % percentile-bootstrap
-    interval, each as (value, whether it only bounds the median from below). A fixed generator: the same runs, the
-    same interval."""
+    """The median of the episodes to solve (inf: not solved) and its 95 % percentile-bootstrap interval, each as (value,
+    whether it only bounds the median from below). A fixed generator: the same runs, the same interval."""
     def medians(samples):  # an unsolved run counts as max_episodes, and a median that takes one in is a bound
         return np.median(np.minimum(samples, max_episodes), axis=-1), np.isinf(np.median(samples, axis=-1))
     values = np.asarray(episodes, dtype=float)

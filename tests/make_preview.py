@@ -1,7 +1,8 @@
 """Makes the README's preview of the solved agent: an mp4 from the video dir, as a small GIF.
 
     python reinforce_cartpole.py --plot video/learning-curve.png
-    python tests/make_preview.py video/trained-agent-episode-0.mp4 video/solved-agent.gif
+    python tests/make_preview.py video/CartPole-v0-lr0.01-gamma0.99-seed543/trained-agent-episode-0.mp4 \
+        video/solved-agent.gif
 """
 
 import argparse
