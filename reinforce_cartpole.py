@@ -10,6 +10,7 @@ import signal
 
 if __name__ == "__main__":  # before torch loads, which takes a second or two:
     os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # MKL picks its code by CPU unless pinned: one run per seed
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # no C++ stack when a store's host goes: the port says so
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C meanwhile ends the process quietly, as SIGINT does
 
 from collections import deque
