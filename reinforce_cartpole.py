@@ -1,8 +1,9 @@
 """REINFORCE on CartPole: a runnable port of the PyTorch-Ignite tutorial "Reinforcement Learning with Ignite".
 
 The first part is the tutorial, section by section, with its names: "Tutorial fix" marks where it is wrong, and "The
-port's own choice" where the port differs on purpose. The second part is what a script needs beyond a notebook: input
-checks, outputs, evaluation, many seeds on several processes, and signals. Its callers attach it to the first part.
+port's own choice" where the port differs on purpose. The second part is what a script needs beyond a notebook, in the
+order that a run takes: the run and the trained agent's score, the files it leaves, many seeds on Dask's workers, then
+the command line, its checks, and the edge, where every failure becomes one line and an exit status.
 """
 
 import os
@@ -10,8 +11,9 @@ import signal
 
 if __name__ == "__main__":  # before torch loads, which takes a second or two:
     os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # MKL picks its code by CPU unless pinned: one run per seed
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # no C++ stack when a store's host goes: the port says so
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a Ctrl-C meanwhile ends the process quietly, as SIGINT does
+elif __name__ == "__mp_main__":  # a worker of a sweep's LocalCluster, which multiprocessing starts with this file:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches it too, but the launcher stops the sweep
 
 from collections import deque
 import numpy as np
@@ -29,26 +31,22 @@ from gymnasium.wrappers import RecordVideo
 # The port's own imports, for the second part.
 import argparse
 import contextlib
-import enum
-import errno
+import importlib.metadata
 import importlib.util
 import io
 import itertools
 import json
 import logging
-import multiprocessing.resource_tracker
+import shutil
 import sys
 import tempfile
+import threading
 import time
+import uuid
 import warnings
 from collections import Counter, namedtuple
-from types import SimpleNamespace
-from unittest import mock
 
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from gymnasium.wrappers import HumanRendering
-from ignite.handlers import Checkpoint
 
 PROG = "reinforce_cartpole.py"
 
@@ -59,18 +57,19 @@ def parse_args(argv=None):
     p = ArgumentParser(prog=PROG, allow_abbrev=False,
                        description="REINFORCE on CartPole, trained by a PyTorch-Ignite Engine.",
                        epilog="Exit status: 0 solved, --play done, or every run of --seeds finished; 1 not solved "
-                              "within --max-episodes; 2 bad usage; 3 an output could not be written; 4 a worker of "
-                              "--seeds was lost; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at once); "
-                              "141 the output was closed, as by | head.")
+                              "within --max-episodes; 2 bad usage; 3 an output could not be written; 4 a run of "
+                              "--seeds could not finish; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at "
+                              "once); 141 the output was closed, as by | head.")
     p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
-    p.add_argument("--gamma", type=numbers(float), default=[0.99], metavar="G",
+    p.add_argument("--gamma", type=numbers(float, lambda g: 0 < g <= 1, "in (0, 1]"), default=[0.99], metavar="G",
                    help="discount factor, in (0, 1]; several, comma-separated, with --seeds (default: 0.99)")
-    p.add_argument("--log-interval", type=int, default=100, metavar="N", help="episodes between logs (default: 100)")
-    p.add_argument("--max-episodes", type=int, default=1000000, metavar="N", help="episodes at most (default: 1000000)")
+    p.add_argument("--log-interval", type=count, default=100, metavar="N", help="episodes between logs (default: 100)")
+    p.add_argument("--max-episodes", type=count, default=1000000, metavar="N",
+                   help="episodes at most (default: 1000000)")
     p.add_argument("--render", action=argparse.BooleanOptionalAction,
                    help="record videos (default: on, and off with --seeds)")
     # Beyond the tutorial's parameters:
-    p.add_argument("--lr", type=numbers(float), default=[0.01], metavar="LR",
+    p.add_argument("--lr", type=numbers(float, lambda lr: lr > 0, "> 0"), default=[0.01], metavar="LR",
                    help="Adam's learning rate; several, comma-separated, with --seeds (default: 0.01)")
     p.add_argument("--env-id", default="CartPole-v0", metavar="ID",
                    help="a gymnasium env with a flat Box observation and Discrete actions (default: CartPole-v0)")
@@ -79,18 +78,23 @@ def parse_args(argv=None):
                         "and summarize (default: one run, of --seed)")
     p.add_argument("--resume", action="store_true",
                    help="train only the runs of --seeds that the same command, stopped, did not finish: it reads "
-                        "them from --history and the file beside it (default: off)")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="processes for --seeds (default: the cores this process may use, at most one per run)")
-    p.add_argument("--video-dir", default="video", metavar="DIR",
+                        "them from the record beside --history (default: off)")
+    p.add_argument("--workers", type=count, metavar="N",
+                   help="processes for --seeds on this machine, one a run at a time (default: the cores this process "
+                        "may use, at most one per run; 1 trains in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run --seeds on the workers of the Dask cluster whose scheduler is at ADDRESS, such as "
+                        "tcp://10.0.0.5:8786 (default: a cluster on this machine, which the script starts and closes)")
+    p.add_argument("--video-dir", type=path, default="video", metavar="DIR",
                    help="where recordings go, a folder for each run (default: video)")
-    p.add_argument("--save-model", metavar="PATH", help="save the policy when training ends or is stopped")
-    p.add_argument("--play", metavar="PATH", help="play a --save-model checkpoint instead of training")
-    p.add_argument("--eval-episodes", type=int, default=10, metavar="N",
+    p.add_argument("--save-model", type=path, metavar="PATH", help="save the policy when training ends or is stopped")
+    p.add_argument("--play", type=path, metavar="PATH", help="play a --save-model checkpoint instead of training")
+    p.add_argument("--eval-episodes", type=count, default=10, metavar="N",
                    help="episodes that score the trained agent, or that --play runs (default: 10)")
-    p.add_argument("--history", metavar="PATH", help="write one CSV row per episode")
-    p.add_argument("--plot", metavar="PATH", help="draw the learning curve, or with --seeds every run's, as a PNG")
-    p.add_argument("--tensorboard", metavar="DIR", help="log each run's curves for TensorBoard under DIR")
+    p.add_argument("--history", type=path, metavar="PATH", help="write one CSV row per episode")
+    p.add_argument("--plot", type=path, metavar="PATH",
+                   help="draw the learning curve, or with --seeds every run's, as a PNG")
+    p.add_argument("--tensorboard", type=path, metavar="DIR", help="log each run's curves for TensorBoard under DIR")
     p.add_argument("--watch", action="store_true", help="show the trained agent, or --play, in a window (default: off)")
     return p.parse_args(argv)
 
@@ -105,10 +109,10 @@ def make_env(env_id):
     return env
 
 
-def wrap_env(env, video_folder):
+def wrap_env(env, video_folder, **options):
     # The port's own choices: a ClipRecorder is a RecordVideo that writes each clip whole, and gc_trigger=None skips
     # the gc.collect() that RecordVideo runs after every clip.
-    return ClipRecorder(env, video_folder, disable_logger=True, gc_trigger=None)
+    return ClipRecorder(env, video_folder, disable_logger=True, gc_trigger=None, **options)
 
 
 # --- Policy --------------------------------------------------------------------------
@@ -246,98 +250,108 @@ def run_trainer(trainer, max_episodes):
     print(trainer.state)
 
 
-# ======== Beyond the tutorial: input checks, outputs, evaluation, many seeds, signals ==
+# ======== Beyond the tutorial: a run and its score, its files, many seeds, the command line ==
 def is_solved(running_reward, episodes, threshold):
     # Not in the tutorial: "solved" also needs 100 episodes, as the running reward starts at 10, above thresholds
     # such as Acrobot's -100. On CartPole it binds only if 195 is passed within 99 episodes; perfect play takes 71.
     return threshold is not None and episodes >= 100 and running_reward > threshold
 
 
-# --- One run: the tutorial's pieces, what the port attaches to them, what the run leaves --
+# --- One run, and the trained agent's score -----------------------------------------
 Run = namedtuple("Run", "lr gamma seed")
 Row = namedtuple("Row", "episode length episode_return running_reward seconds")  # an episode of a run
 
 
 def describe(run):
-    return f"lr {run.lr:g}, gamma {run.gamma:g}, seed {run.seed}"
+    # repr is the shortest text that reads back as the same number: two values never look alike, as with :g
+    return f"lr {run.lr!r}, gamma {run.gamma!r}, seed {run.seed}"
 
 
 def run_folder(args, run):
     """The run's own folder, for its clips under --video-dir and its curves under --tensorboard."""
-    return f"{args.env_id}-lr{run.lr:g}-gamma{run.gamma:g}-seed{run.seed}"
+    return f"{args.env_id}-lr{run.lr!r}-gamma{run.gamma!r}-seed{run.seed}"
 
 
 def records(args):
     return args.seeds is None if args.render is None else args.render
 
 
-def train_run(args, run, outcome, on_row=lambda row: None):
-    """One run of the tutorial, with what the port attaches to it, until it ends or `outcome` stops it. Returns the
-    trainer's state, with whether it solved the env, and the outputs that finish the run."""
-    outputs = RunOutputs(args, run, outcome, on_row)
+def train_run(args, outputs, stop):
+    """One run of the tutorial, until it solves the env, reaches --max-episodes or `stop` is set; then, unless it
+    stopped, the trained agent's score. What the run leaves goes to `outputs`."""
+    run = outputs.run
     env = make_env(args.env_id)
     if records(args):
         env = wrap_env(env, outputs.clips)
-        env.outcome = outcome  # which hears of a clip that cannot be written
     policy, optimizer = create_model(env, run.seed, run.lr)
     trainer = create_trainer(env, policy)
     attach_handlers(trainer, env, policy, optimizer, run.seed, run.gamma, args.log_interval)
-    outcome.attach(trainer)
+
+    @trainer.on(Events.ITERATION_COMPLETED)  # after each step, as Engine.run() clears a terminate() called before it
+    def stop_if_asked():
+        if stop.is_set():
+            trainer.terminate()
+
+    trainer.logger.setLevel(logging.CRITICAL)  # the exception that ends a run reaches the edge, which says it once
     outputs.attach(trainer, policy, optimizer)
-    with contextlib.closing(env):  # closing env writes the clip in progress
-        run_trainer(trainer, args.max_episodes)
-    trainer.state.solved = is_solved(trainer.state.running_reward, trainer.state.epoch, env.spec.reward_threshold)
-    return trainer.state, outputs
+    with outputs.tensorboard_run():
+        with contextlib.closing(env):  # closing env writes the clip in progress
+            run_trainer(trainer, args.max_episodes)
+        outputs.solved = is_solved(trainer.state.running_reward, trainer.state.epoch, env.spec.reward_threshold)
+        if not stop.is_set():
+            env = agent_env(args, outputs.clips, "trained-agent", lambda episode: episode == 0)
+            outputs.scores = evaluate(policy, env, args.eval_episodes, run.seed, stop, args.watch)
 
 
-def train_and_report(args, outcome):
-    """A single run, everything it leaves, and its exit status."""
-    run = Run(args.lr[0], args.gamma[0], args.seed)
-    history = LineFile(args.history, HISTORY_HEADER, outcome, "; the run stops")
-    state, outputs = train_run(args, run, outcome, lambda row: history.add([",".join(map(str, (*run, *row)))]))
-    outputs.write_plot_and_checkpoint()
-    results = outputs.score()
-    if results:
-        print(f"Trained agent, {len(results)} episodes in eval mode: {describe_returns(results)}")
-    if outcome.cause:
-        outcome.say_stopped(f"trained {len(outputs.rows)} episodes")
-    elif not state.solved:
-        print(f"Not solved in {state.epoch} episodes (--max-episodes {args.max_episodes})")
-    return exit_status(outcome.cause, outcome.failed, 0 if state.solved else 1)
+def agent_env(args, clips, name_prefix, episode_trigger, env=None):
+    """An env for the trained agent, recording the episodes of episode_trigger and with --watch in a window."""
+    env = env or make_env(args.env_id)
+    if records(args):
+        env = wrap_env(env, clips, name_prefix=name_prefix, episode_trigger=episode_trigger)
+    return HumanRendering(env) if args.watch else env  # a window, at the env's frame rate
 
 
+def evaluate(policy, env, episodes, seed, stop, watch):
+    """Plays the policy in eval mode (no dropout) until a stop. Returns the finished episodes' (return, length)."""
+    if watch:
+        import pygame  # HumanRendering draws with it, and a closed window leaves a QUIT event
+    seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
+    policy.eval()
+    results = []
+    with torch.no_grad(), contextlib.closing(env):
+        for episode in range(episodes):
+            torch.manual_seed(seed + episode)
+            observation, _ = env.reset(seed=seed + episode)
+            total, length, done = 0.0, 0, False
+            while not (done or stop.is_set() or watch and pygame.event.peek(pygame.QUIT)):
+                observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
+                total, length, done = total + reward, length + 1, terminated or truncated
+            del policy.saved_log_probs[:]
+            if not done:  # stopped, or the window was closed
+                break
+            results.append((total, length))
+    return results
+
+
+def describe_returns(results):
+    returns = np.array([total for total, _ in results])
+    return f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
+
+
+# --- What a run leaves: its rows, clips, curves, plot and checkpoint, each file whole --
 class RunOutputs:
-    """What one run records: a Row per episode, each also handed to `on_row`, the curves for TensorBoard, and after
-    training the plot, the checkpoint and the trained agent's score."""
+    """What one run leaves: a Row per episode, each also handed to `on_row`; its clips' folder; its curves for
+    TensorBoard; whether it solved the env and the trained agent's scores; the plot and the checkpoint."""
 
-    def __init__(self, args, run, outcome, on_row):
-        self.args, self.run, self.outcome, self.on_row, self.rows = args, run, outcome, on_row, []
+    def __init__(self, args, run, on_row=lambda row: None):
+        self.args, self.run, self.on_row = args, run, on_row
+        self.rows, self.solved, self.scores, self.trainer = [], False, [], None
         self.clips = os.path.join(args.video_dir, run_folder(args, run))
 
     def attach(self, trainer, policy, optimizer):
-        self.trainer, self.policy, self.last_iteration, self.started = trainer, policy, 0, time.perf_counter()
+        self.trainer, self.policy, self.optimizer = trainer, policy, optimizer
+        self.last_iteration, self.started = 0, time.perf_counter()
         trainer.add_event_handler(EPISODE_COMPLETED, self.record_episode)
-        if self.args.tensorboard:
-            from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
-            folder = os.path.join(self.args.tensorboard, run_folder(self.args, self.run))
-            self.tensorboard = TensorboardLogger(log_dir=folder, flush_secs=5)
-            self.tensorboard.attach(trainer, OutputHandler("episode", output_transform=lambda _: {
-                "length": self.rows[-1].length, "return": self.rows[-1].episode_return,
-                "running_reward": self.rows[-1].running_reward}), EPISODE_COMPLETED)
-        if self.args.save_model:
-            directory, name = os.path.split(os.path.abspath(self.args.save_model))
-            # Ignite's Checkpoint saves anything with a state_dict(): `info` is what --play needs.
-            info = SimpleNamespace(state_dict=lambda: {"env_id": self.args.env_id, "seed": self.run.seed,
-                                                       "episodes": len(self.rows),
-                                                       "running_reward": trainer.state.running_reward})
-
-            def save(checkpoint, filename, metadata):  # not Ignite's DiskSaver, which leaves its temporary file
-                def write(path):                       # behind when closing it fails, as on a full disk
-                    with open(path, "wb") as f:  # a file object: torch's own writer would turn the OS's error
-                        torch.save(checkpoint, f)  # into its own
-                write_whole(os.path.join(directory, filename), write)
-            self.checkpoint = Checkpoint({"policy": policy, "optimizer": optimizer, "info": info}, save,
-                                         filename_pattern=name.replace("{", "{{").replace("}", "}}"))
 
     def record_episode(self):
         state = self.trainer.state
@@ -346,351 +360,124 @@ class RunOutputs:
         self.last_iteration = state.iteration
         self.on_row(self.rows[-1])
 
-    def write_plot_and_checkpoint(self):
-        if self.args.plot:
+    @contextlib.contextmanager
+    def tensorboard_run(self):
+        """Each episode's curves for TensorBoard, through Ignite's logger, then the trained agent's mean return."""
+        if not self.args.tensorboard:
+            yield
+            return
+        from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+        folder = os.path.join(self.args.tensorboard, run_folder(self.args, self.run))
+        with contextlib.closing(TensorboardLogger(log_dir=folder, flush_secs=5)) as logger:
+            logger.attach(self.trainer, OutputHandler("episode", output_transform=lambda _: {
+                "length": self.rows[-1].length, "return": self.rows[-1].episode_return,
+                "running_reward": self.rows[-1].running_reward}), EPISODE_COMPLETED)
+            yield
+            if self.scores:
+                mean = float(np.mean([total for total, _ in self.scores]))
+                logger.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
+
+    def write_plot(self):
+        if self.args.plot and self.trainer:
             title = f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
             threshold = gym.spec(self.args.env_id).reward_threshold
-            with self.outcome.writing("plot", self.args.plot):
-                write_whole(self.args.plot, lambda path: write_plot(path, self.rows, threshold, title))
-        if self.args.save_model:
-            with self.outcome.writing("checkpoint", self.args.save_model):
-                self.checkpoint(self.trainer)
+            write_whole(self.args.plot, lambda path: write_plot(path, self.rows, threshold, title))
 
-    def score(self):
-        """The trained agent in eval mode for --eval-episodes episodes, the first recorded: their (return, length)."""
-        env = agent_env(self.args, self.outcome, self.clips, "trained-agent", lambda episode: episode == 0)
-        results = [] if self.outcome.cause else evaluate(self.policy, env, self.args.eval_episodes, self.run.seed,
-                                                          self.outcome, self.args.watch)
-        if self.args.tensorboard:
-            if results:
-                mean = float(np.mean([total for total, _ in results]))
-                self.tensorboard.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
-            self.tensorboard.close()
-        return results
+    def write_checkpoint(self):
+        """A plain dict, as --play reads it: the weights, the optimizer's state, and what the run was."""
+        if self.args.save_model and self.trainer:
+            checkpoint = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                          "info": {"env_id": self.args.env_id, "seed": self.run.seed, "episodes": len(self.rows),
+                                   "running_reward": self.trainer.state.running_reward}}
+
+            def save(path):
+                with open(path, "wb") as f:  # on a path, torch's writer would turn the OS's error into its own
+                    torch.save(checkpoint, f)
+            write_whole(self.args.save_model, save)
 
 
-# --- Input checks: one line on stderr and exit status 2, before anything is written ---
-class UsageError(Exception):
-    pass
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see --help)")  # one line, no usage dump, like every other bad input
-
-
-def numbers(kind):
-    """An argparse type: one value, or several separated by commas."""
-    def parse(text):
-        try:
-            return [kind(part) for part in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-    return parse
-
-
-def seed_list(text):
-    """An argparse type: seeds such as 0-19, 1,5,9 or 0-4,10, each listed once."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the list of seeds is empty")
-    seeds = []
-    for part in text.split(","):
-        bounds = part.split("-")  # a seed, or a range's first and last
-        if len(bounds) > 2 or not all(b.strip().isdecimal() for b in bounds):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
-        if int(bounds[-1]) < int(bounds[0]):
-            raise argparse.ArgumentTypeError(f"{text!r}: the range {part!r} goes backwards")
-        seeds += range(int(bounds[0]), int(bounds[-1]) + 1)
-    twice = [seed for seed, count in Counter(seeds).items() if count > 1]
-    if twice:
-        raise argparse.ArgumentTypeError(f"{text!r}: seed {twice[0]} is listed twice")
-    return seeds
-
-
-def check_spaces(env_id, env):
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise UsageError(f"--env-id {env_id}: the action space must be Discrete, not {env.action_space}")
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        raise UsageError(f"--env-id {env_id}: the observation must be a flat Box, not {env.observation_space}")
-
-
-def check_writable(flag, path, is_directory=False):
-    """Proves that `path` can be written, creating nothing: the nearest folder on it that exists takes a file."""
-    if not is_directory and (os.path.isdir(path) or path.endswith(("/", os.sep))):
-        raise UsageError(f"{flag} {path}: is a folder, not a file's path")
-    folder = os.path.abspath(path if is_directory else os.path.dirname(os.path.abspath(path)))
-    while not os.path.exists(folder) and folder != os.path.dirname(folder):  # up to the root, or a missing drive
-        folder = os.path.dirname(folder)
+@contextlib.contextmanager
+def signals_held():
+    """Around a file in progress, this thread holds SIGINT and SIGTERM, as does the ffmpeg it starts, which inherits
+    that: a terminal's Ctrl-C does not cut a clip short, and a second signal's exit waits for the file (see Stop).
+    Windows has no signal masks."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: cannot be created or written ({e.strerror or e})") from None
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def check_display():
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UsageError("--watch needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
-    import pygame
-    try:
-        pygame.display.init()  # HumanRendering will open its window on this display
-    except pygame.error as e:
-        raise UsageError(f"--watch: cannot open a window ({e})") from None
-
-
-def video_driver(watch):
-    """SDL's: off-screen without a window; on Linux, the display's, which SDL would leave for off-screen if it fails."""
-    if not watch or sys.platform.startswith("linux"):
-        drivers = [name for name, var in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.environ.get(var)]
-        return {"SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER") or (",".join(drivers) if watch else "dummy")}
-    return {}
-
-
-def check_inputs(args, given):
-    """Every check that bad input can fail; `given` are the flags on the command line. Returns the env and the policy
-    of a --play checkpoint."""
-    sweep, under_torchrun = args.seeds is not None, "TORCHELASTIC_RUN_ID" in os.environ
-    only_for = "a single run, not to --seeds" if sweep else "--seeds"
-    for flag in ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume"):
-        if flag in given:
-            raise UsageError(f"{flag} applies to {only_for}")
-    for flag in ("--env-id", "--tensorboard", "--save-model", "--history", "--plot") if args.play else ():
-        if flag in given:
-            raise UsageError(f"{flag} applies to training, not to --play")
-    if under_torchrun and not sweep:
-        raise UsageError("under torchrun, give --seeds: a single run trains in one process")
-    if under_torchrun and "--workers" in given:
-        raise UsageError("--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
-    if args.resume and not args.history:
-        raise UsageError("--resume needs --history, which holds the finished runs of the sweep")
-    for flag, values in (("--gamma", args.gamma), ("--lr", args.lr)):
-        if len(values) > 1 and not sweep:
-            raise UsageError(f"argument {flag}: several values need --seeds")
-        if len(set(values)) < len(values):
-            raise UsageError(f"argument {flag}: a value is listed twice")
-    for gamma in args.gamma:
-        if not 0 < gamma <= 1:
-            raise UsageError(f"argument --gamma: must be in (0, 1], got {gamma:g}")
-    for lr in args.lr:
-        if not lr > 0:
-            raise UsageError(f"argument --lr: must be > 0, got {lr:g}")
-    counts = {"--log-interval": args.log_interval, "--max-episodes": args.max_episodes,
-              "--eval-episodes": args.eval_episodes, "--workers": 1 if args.workers is None else args.workers}
-    for flag, count in counts.items():
-        if count < 1:
-            raise UsageError(f"argument {flag}: must be >= 1, got {count}")
-    needs = {"--render": (records(args), ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
-             "--tensorboard": (args.tensorboard, ("tensorboard",), "tensorboard", "")}
-    for flag, (used, modules, packages, otherwise) in needs.items():
-        if used and not all(importlib.util.find_spec(module) for module in modules):
-            raise UsageError(f"{flag} needs {packages}: pip install -r requirements.txt{otherwise}")
-    if args.watch:
-        check_display()
-    if not args.play:
-        make_env(args.env_id).close()
-    for flag, path in (("--save-model", args.save_model), ("--history", args.history), ("--plot", args.plot)):
-        if path:
-            check_writable(flag, path)
-    for flag, folder in (("--video-dir", records(args) and args.video_dir), ("--tensorboard", args.tensorboard)):
-        if folder:
-            check_writable(flag, folder, is_directory=True)
-    return load_checkpoint(args.play) if args.play else None
-
-
-# --- How a run is going: signals, why it stops, what could not be written, its exit status --
-SIGNALS = {signal.SIGINT, signal.SIGTERM}
-POLL_EVERY = 0.25  # seconds between a sweep worker's looks at the sweep's store
-
-
-class Cause(enum.Enum):
-    """Why a run, or a sweep, stopped before its end: the exit status it gives, and its words."""
-    SIGINT = 130, "SIGINT"
-    SIGTERM = 143, "SIGTERM"
-    FAILED_WRITE = 3, "a failed write"
-    LOST_WORKER = 4, "a lost worker"
-    CLOSED_PIPE = 141, "a closed pipe"
-
-    def __init__(self, status, words):
-        self.status, self.words = status, words
-
-
-def exit_status(cause, failed, otherwise):
-    """A stop's status; else 3 if an output could not be written; else `otherwise`."""
-    return cause.status if cause else Cause.FAILED_WRITE.status if failed else otherwise
-
-
-class Outcome:
-    """How a run, or this worker's part of a sweep, is going. Within `with`, SIGINT (Ctrl-C) or SIGTERM stops it after
-    its current step, and a second one exits at once, though never in the middle of a file (`writing`). `cause`: the
-    signal, else the first cause given. `failed`: the kinds of output that could not be written. `poll`: what a sweep's
-    worker looks at in the sweep's store, a few times a second."""
-
-    def __init__(self, quiet=False):
-        self.quiet, self.signum, self.given, self.failed = quiet, None, None, set()
-        self.poll, self.next_poll, self.in_file, self.exit_pending = lambda: None, 0.0, False, None
-
-    def __enter__(self):
-        self.previous = {signum: signal.signal(signum, self.handle) for signum in SIGNALS}
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a spawned worker starts with them held
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def handle(self, signum, frame):
-        if self.signum is None:
-            self.signum = signum
-            return
-        self.exit_pending = 128 + signum, f"Stopped at once by a second {signal.Signals(signum).name}\n"
-        if not self.in_file:  # else the file is finished first
-            self.exit_now()
-
-    def exit_now(self):
-        status, message = self.exit_pending
-        if not self.quiet:
-            with contextlib.suppress(OSError):  # not print(): the main code may be in the middle of one
-                os.write(sys.stdout.fileno(), message.encode())
-        os._exit(status)
-
-    @property
-    def cause(self):
-        return Cause[signal.Signals(self.signum).name] if self.signum else self.given
-
-    def __call__(self, cause):
-        self.given = self.given or cause
-
-    def stopped(self):
-        if time.monotonic() >= self.next_poll:
-            self.next_poll = time.monotonic() + POLL_EVERY
-            self.poll()
-        return self.cause is not None
-
-    def attach(self, trainer):
-        # Checked after each step, as Engine.run() clears a terminate() called before it.
-        @trainer.on(Events.ITERATION_COMPLETED)
-        def stop_if_asked():
-            if self.stopped():
-                trainer.terminate()
-
-        # Ignite logs the exception that ends a run, which reaches the user anyway (or is a closed pipe).
-        trainer.logger.addFilter(lambda record: "terminating due to exception" not in record.getMessage())
-
-    def say_stopped(self, what):
-        print(f"Stopped by {self.cause.words}: {what}")
-
-    @contextlib.contextmanager
-    def writing(self, kind, path, then=""):
-        """Writes a file, holding a second signal's exit until it is done. This thread holds the signals meanwhile,
-        so that ffmpeg, which inherits that, is not cut short by a terminal's Ctrl-C. An OSError gets one line naming
-        the file and the OS's reason, and `kind` joins `failed`."""
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS) if hasattr(signal, "pthread_sigmask") else None
-        self.in_file = True
-        try:
-            yield
-        except OSError as e:
-            print(f"{PROG}: cannot write {path}: {os_reason(e)}{then}", file=sys.stderr)
-            self.failed.add(kind)
-        finally:
-            self.in_file = False
-            if held is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if self.exit_pending:
-            self.exit_now()
-
-
-class WatchedOutput:
-    """Standard output, except that a reader that goes away (as after `| head`) stops the run, or the sweep, quietly
-    as Unix tools stop: the rest of the output goes to the null device, instead of a BrokenPipeError's traceback."""
-
-    def __init__(self, stream, outcome):
-        self.stream, self.outcome = stream, outcome
-
-    def write(self, text):
-        self.guarded(self.stream.write, text)
-        return len(text)
-
-    def flush(self):
-        self.guarded(self.stream.flush)
-
-    def guarded(self, call, *args):
-        try:
-            call(*args)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            self.outcome(Cause.CLOSED_PIPE)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-# --- Files: written whole or not at all ------------------------------------------
 def write_whole(path, write):
-    """Calls write(temporary_path) in path's folder, then renames the result to path. So the file is whole or not
-    there, a file it replaces stays as it was until then, and a failed write leaves no temporary file."""
-    folder, name = os.path.split(os.path.abspath(path))
+    """Calls write(temporary_path) beside `path`, then renames the result to `path`: the file is whole or not there,
+    and a file that it replaces stays as it was until then. A link is written through, to its target; a device or a
+    FIFO is written as it is. An OSError names `path`."""
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
     temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{os.path.splitext(name)[1]}")  # ffmpeg reads the end
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
-
-
-def append_lines(path, lines):
-    """Writes whole lines at the end of the file, or nothing: a failed write is cut back off."""
-    size = os.path.getsize(path) if os.path.isfile(path) else 0
-    try:
-        with open(path, "a", newline="") as f:
-            f.write("".join(line + "\n" for line in lines))
-    except OSError:
-        if os.path.isfile(path):  # not a device such as /dev/full
+    with signals_held():
+        try:
+            if os.path.exists(target) and not os.path.isfile(target):
+                return write(target)
+            os.makedirs(folder, exist_ok=True)
+            write(temporary)
+            os.replace(temporary, target)
+        except OSError as error:
             with contextlib.suppress(OSError):
-                os.truncate(path, size) if size else os.remove(path)
-        raise
+                os.remove(temporary)
+            raise OSError(error.errno, error.strerror or str(error).strip(), path) from None
 
 
-OS_REASONS = [os.strerror(code) for code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO,
-                                             errno.ENOENT, errno.EROFS, errno.EACCES, errno.EFBIG)]
+def append_lines(file, lines):
+    """Writes whole lines at the end of an unbuffered `file`, or nothing: a failed write is cut back off."""
+    with signals_held():
+        size = file.tell() if file.seekable() else None  # None: a FIFO
+        try:
+            data = memoryview("".join(line + "\n" for line in lines).encode())
+            while data:  # a write may take only a part, as on a disk that fills
+                data = data[file.write(data):]
+        except OSError as error:
+            if size is not None:
+                with contextlib.suppress(OSError):
+                    file.truncate(size)
+                    file.seek(size)
+            raise OSError(error.errno, error.strerror, file.name) from None  # a failed write names no file
 
 
-def os_reason(error):
-    """The OS's words for a failed write: its own, or those that ffmpeg's message quotes."""
-    text = error.strerror or str(error).strip() or type(error).__name__
-    return next((reason for reason in OS_REASONS if reason in text), text.splitlines()[-1])
+class LineFile:
+    """A file of whole lines, such as --history, open from its first lines until close(): they replace the file, after
+    `header`, unless it is `resumed`; each later line goes at its end. A link is written through, and a device or a
+    FIFO as it is, for a reader that reads it to the end. Without a path, nothing is written."""
+
+    def __init__(self, path, header, resumed=False):
+        self.path, self.header, self.resumed, self.file = path, header, resumed, None
+
+    def add(self, lines):
+        if self.path and self.file is None:
+            os.makedirs(os.path.dirname(os.path.realpath(self.path)), exist_ok=True)
+            self.file = open(self.path, "ab" if self.resumed else "wb", buffering=0)
+            lines = lines if self.resumed else [self.header, *lines]
+        if self.path:
+            append_lines(self.file, lines)
+
+    def close(self):
+        if self.file:
+            self.file.close()
 
 
 HISTORY_HEADER = "lr,gamma,seed,episode,length,return,running_reward,seconds"  # --history: a CSV row per episode
 
 
-class LineFile:
-    """A file of whole lines, such as --history, valid however the run ends: the first lines replace the file, after
-    `header`; later ones go at its end. A write that fails stops the run, or the sweep."""
-
-    def __init__(self, path, header, outcome, then):
-        self.path, self.header, self.outcome, self.then, self.started = path, header, outcome, then, False
-
-    def add(self, lines):
-        if not self.path or "history" in self.outcome.failed:
-            return
-        with self.outcome.writing("history", self.path, self.then):
-            if self.started or os.path.exists(self.path) and not os.path.isfile(self.path):  # such as a device
-                append_lines(self.path, lines if self.started else [self.header, *lines])
-            else:
-                write_whole(self.path, lambda path: append_lines(path, [self.header, *lines]))
-            self.started = True
-        if "history" in self.outcome.failed:
-            self.outcome(Cause.FAILED_WRITE)
+def history_lines(run, rows):
+    return [",".join(map(str, (*run, *row))) for row in rows]
 
 
-# --- Clips and plots -----------------------------------------------------------------
 class ClipRecorder(RecordVideo):
-    """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole or not at all and
-    prints its path. A clip that cannot be written ends the recording, not the run: the caller sets the `outcome`
-    that hears of it."""
+    """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole and prints its path."""
 
     def __init__(self, env, video_folder, **kwargs):
         super().__init__(env, video_folder, **kwargs)
@@ -703,28 +490,27 @@ class ClipRecorder(RecordVideo):
     def stop_recording(self):
         frames, self.recorded_frames, self.recording = self.recorded_frames, [], False
         if frames:
-            with self.outcome.writing("clip", self.clip_path, "; no more clips are recorded"):
-                write_whole(self.clip_path, lambda path: write_clip(path, frames, self.frames_per_sec))
-                print(f"Video: {self.clip_path}")
-        if "clip" in self.outcome.failed:
-            self.episode_trigger = self.step_trigger = None  # RecordVideo starts no more clips
+            write_whole(self.clip_path, lambda path: write_clip(path, frames, self.frames_per_sec))
+            print(f"Video: {self.clip_path}")
 
 
 def write_clip(path, frames, fps):
-    """Encodes the frames as RecordVideo does, with moviepy's ffmpeg writer, but raises OSError when ffmpeg fails:
-    moviepy does not check ffmpeg's exit status, and a full disk would leave a clip that does not play."""
+    """Encodes the frames as RecordVideo does, with moviepy's ffmpeg writer, into a temporary folder, then copies the
+    clip to `path`: a full disk gives the OS's own error, and ffmpeg's failure (moviepy ignores its exit status) one."""
     from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
     height, width = frames[0].shape[:2]
-    writer = FFMPEG_VideoWriter(path, (width, height), fps)
-    try:
-        for frame in frames:
-            writer.write_frame(frame)
-        writer.proc.stdin.close()
-        message = writer.proc.stderr.read().decode(errors="replace")
-        if writer.proc.wait() != 0:
-            raise OSError(message)
-    finally:
-        writer.close()
+    with tempfile.TemporaryDirectory() as folder:
+        writer = FFMPEG_VideoWriter(os.path.join(folder, "clip.mp4"), (width, height), fps)
+        try:
+            for frame in frames:
+                writer.write_frame(frame)
+            writer.proc.stdin.close()
+            status = writer.proc.wait()
+        finally:
+            writer.close()
+        if status != 0:
+            raise OSError(f"ffmpeg exited with status {status}")
+        shutil.copyfile(os.path.join(folder, "clip.mp4"), path)
 
 
 def figure(path, title, ylabel, threshold, draw):
@@ -765,291 +551,248 @@ def write_sweep_plot(path, runs, rows, threshold, title):
             longest = max(map(len, curves))
             median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
             ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
-                    label=f"lr {lr:g}, gamma {gamma:g}: median of {len(curves)} seeds")
+                    label=f"lr {lr!r}, gamma {gamma!r}: median of {len(curves)} seeds")
         ax.grid(alpha=0.3)
     figure(path, title, "running reward", threshold, draw)
 
 
-# --- Evaluation: the trained agent and --play, recorded and watched ------------------
-def agent_env(args, outcome, clips, name_prefix, episode_trigger, env=None):
-    """An env for the trained agent, recording the episodes of episode_trigger and with --watch in a window."""
-    env = env or make_env(args.env_id)
-    if records(args) and "clip" not in outcome.failed:
-        env = wrap_env(env, clips)
-        env.outcome, env.name_prefix, env.episode_trigger = outcome, name_prefix, episode_trigger
-    return HumanRendering(env) if args.watch else env  # a window, at the env's frame rate
-
-
-def evaluate(policy, env, episodes, seed, outcome, watch):
-    """Plays the policy in eval mode (no dropout) until a stop. Returns the finished episodes' (return, length)."""
-    if watch:
-        import pygame  # HumanRendering draws with it, and a closed window leaves a QUIT event
-    seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
-    policy.eval()
-    results = []
-    with torch.no_grad(), contextlib.closing(env):
-        for episode in range(episodes):
-            torch.manual_seed(seed + episode)
-            observation, _ = env.reset(seed=seed + episode)
-            total, length, done = 0.0, 0, False
-            while not (done or outcome.stopped() or watch and pygame.event.peek(pygame.QUIT)):
-                observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
-                total, length, done = total + reward, length + 1, terminated or truncated
-            del policy.saved_log_probs[:]
-            if not done:  # stopped, or the window was closed
-                break
-            results.append((total, length))
-    return results
-
-
-def describe_returns(results):
-    returns = np.array([total for total, _ in results])
-    return f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
-
-
-def load_checkpoint(path):
-    """The env and the policy of a --save-model checkpoint, or a UsageError."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        env_id, weights = saved["info"]["env_id"], saved["policy"]
-    except OSError as e:
-        raise UsageError(f"--play {path}: {e.strerror}") from None
-    except Exception:
-        raise UsageError(f"--play {path}: not a checkpoint written by --save-model") from None
-    env = make_env(env_id)
-    policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
-    try:
-        policy.load_state_dict(weights)
-    except Exception:
-        raise UsageError(f"--play {path}: its weights do not fit a policy for {env_id}") from None
-    return env, policy
-
-
-def play(args, env, policy, outcome):
-    env = agent_env(args, outcome, args.video_dir, "play", lambda episode: True, env)
-    results = evaluate(policy, env, args.eval_episodes, args.seed, outcome, args.watch)
-    if results:
-        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
-    if outcome.cause:
-        outcome.say_stopped(f"played {len(results)} of {args.eval_episodes} episodes")
-    return exit_status(outcome.cause, outcome.failed, 0)
-
-
-# --- Many seeds and settings: workers that share a store ---------------------------
-LOST_AFTER = 20  # seconds: a torchrun worker that has not looked at the store for this long is lost
+# --- Many seeds and settings: a sweep, in this process or on Dask's workers -----------
+POLL_EVERY = 0.25  # seconds between a sweep's looks at its stop, and a worker's at the sweep's Event
+RUN_STARTED = "reinforce_cartpole: run started"  # the topic of the Dask event that a worker logs as it starts a run
 
 
 def planned_runs(args):
     return [Run(lr, gamma, seed) for lr in args.lr for gamma in args.gamma for seed in args.seeds]
 
 
-def sweep(args, outcome, resumed):
-    """Trains every setting with every seed on the workers, this process the first of them (under torchrun, one of
-    them), and returns the exit status. `resumed`: the results of the runs that --resume found finished."""
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # every process of torchrun is a worker, and its agent hosts the store
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
-        kept = dist.PrefixStore(f"reinforce_cartpole/{os.environ['TORCHELASTIC_RUN_ID']}", store)
-        worker = SweepWorker(args, kept, dist.PrefixStore(os.environ["TORCHELASTIC_RESTART_COUNT"], kept),
-                             int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), outcome)
-        worker.heartbeats = {}
-        return worker.take_part(resumed)
+def sweep(args, stop, resumed):
+    """Trains the runs of --seeds that --resume did not find finished (`resumed`), in this process with --workers 1,
+    else on Dask's workers; keeps each as it finishes; then the summary and --plot. Returns the exit status."""
+    runs, (finished, whole) = planned_runs(args), resumed
+    todo = [index for index in range(len(runs)) if index not in finished]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = args.workers or max(1, min(cores, len(planned_runs(args)) - len(resumed)))
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if workers > 1 else dist.HashStore()
-    worker = SweepWorker(args, store, store, 0, workers, outcome)
-    if workers > 1:
-        worker.others = start_workers(args, workers, store.port)  # they start while this one trains
-    return worker.take_part(resumed)
-
-
-def start_workers(args, workers, port):
-    """Starts workers 1 and up, and returns at once. They inherit SIGINT and SIGTERM held, and hold them until their
-    handlers are in place: a Ctrl-C while they start is one like any other, not a KeyboardInterrupt's traceback."""
-    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # its "Terminating process" lines
-    held = None
-    if hasattr(signal, "pthread_sigmask"):  # POSIX; Windows has neither the mask nor the resource tracker
-        multiprocessing.resource_tracker.ensure_running()  # started later, it would unblock the two signals
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        return mp.start_processes(spawned_worker, (args, workers, port), workers - 1, join=False, start_method="spawn")
-    finally:
-        if held is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def spawned_worker(index, args, workers, port):
-    """Worker index + 1, in a process of its own."""
-    quiet_known_warnings()
-    torch.set_num_threads(1)
-    with Outcome(quiet=True) as outcome:
-        store = dist.TCPStore("127.0.0.1", port, is_master=False)
-        SweepWorker(args, store, store, index + 1, workers, outcome).take_part()
-
-
-class SweepWorker:
-    """A worker's part in a sweep. The workers share nothing but a store: a TCPStore that the first worker hosts for
-    those that it starts, torchrun's own, or with one worker a HashStore. Each looks at it where it checks for a stop,
-    a few times a second (`poll`). The keys, all but "run I" apart per torchrun restart:
-
-    "run I"     the result and rows of run I, from the worker that finished it or from --resume: a run that has one is
-                not trained again, after a restart too.
-    "ready"     the first worker has set the runs of --resume: the others may take runs.
-    "next run"  add("next run", 1) - 1 is the run that a worker takes next, while there is one.
-    "holds R"   the run that worker R took last.
-    "finished"  how many runs have finished: when it grows, the first worker looks for their results.
-    "stop"      the first stop's cause, such as "SIGINT": every worker stops after its current step.
-    "bye R"     worker R takes no more runs: the kinds of output that it could not write.
-    "seen R"    under torchrun, worker R adds 1 at each look: the first worker loses R when that stops for LOST_AFTER
-                seconds. A worker that the first one started, torch names when it ends.
-    """
-
-    def __init__(self, args, kept, attempt, rank, world_size, outcome):
-        self.args, self.runs, self.kept, self.attempt = args, planned_runs(args), kept, attempt
-        self.rank, self.world_size, self.outcome = rank, world_size, outcome
-        self.others, self.heartbeats = None, None  # how the first worker hears of a lost worker: torch, or looks
-        self.results, self.resumed, self.gone, self.failed = {}, None, set(), set()
-        self.history = LineFile(args.history, HISTORY_HEADER, outcome, "; the sweep stops")
-        self.record = LineFile(args.history and record_path(args.history), json.dumps(sweep_settings(args)), outcome,
-                               "; the sweep stops")
-        self.out, self.started = sys.stdout, time.monotonic()  # not a run's redirected stdout
-        outcome.poll = self.poll
-
-    def take_part(self, resumed=None):
-        """Trains runs until none is left or the sweep stops. Returns the first worker's sweep's exit status; another's
-        own status, which torchrun reports."""
+    workers = None if args.scheduler else args.workers or max(1, min(cores, len(todo)))
+    failures, cluster = [], dask_client(args, workers) if todo and workers != 1 else contextlib.nullcontext()
+    with cluster as client, contextlib.closing(SweepFiles(args, runs, finished, whole)) as kept:
         try:
-            if self.rank == 0:
-                for index, result in (resumed or {}).items():
-                    self.kept.set(f"run {index}", json.dumps(result))
-                self.attempt.set("ready", "")
-                self.learn_finished_runs()  # those of --resume, or of torchrun's attempts before this one
-                self.resumed = len(self.results)
-                if self.results:
-                    print(f"{len(self.results)} of {len(self.runs)} runs finished before, and are not trained again")
-                if records(self.args):
-                    print(f"Each run records its clips into a folder of its own, such as "
-                          f"{os.path.join(self.args.video_dir, run_folder(self.args, self.runs[0]))}")
-            while not self.attempt.check(["ready"]):
-                time.sleep(0.05)
-            while not self.outcome.stopped() and (index := self.attempt.add("next run", 1) - 1) < len(self.runs):
-                if not self.kept.check([f"run {index}"]):
-                    self.train(index)
-            self.agree_on_stop()  # before the goodbye, as a second signal may end this worker right after it
-            if self.rank == 0:
-                return self.finish()
-            self.attempt.set(f"bye {self.rank}", json.dumps(sorted(self.outcome.failed)))
-            return exit_status(self.outcome.cause, self.outcome.failed, 0)
-        except dist.DistError as e:  # the store's host has gone: torchrun's agent on the first node
-            if not self.outcome.cause:
-                print(f"{PROG}: worker {self.rank} lost the sweep's store ({str(e).splitlines()[0]})", file=sys.stderr)
-            return exit_status(self.outcome.cause or Cause.LOST_WORKER, self.outcome.failed, 0)
-
-    def train(self, index):
-        """Run `index`, as --seed would train it alone: its result goes to the store, unless the sweep stops first."""
-        self.attempt.set(f"holds {self.rank}", str(index))
-        with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines of runs side by side would interleave
-            state, outputs = train_run(self.args, self.runs[index], self.outcome)
-            results = outputs.score()
-        if not self.outcome.cause:
-            score = float(np.mean([total for total, _ in results]))
-            result = {"episodes": state.epoch, "solved": bool(state.solved), "score": score, "rows": outputs.rows}
-            self.kept.set(f"run {index}", json.dumps(result))
-            self.attempt.add("finished", 1)
-
-    def poll(self):
-        if self.rank == 0:
-            self.watch_workers()
-            self.learn_finished_runs()
-        elif self.heartbeats is not None:
-            self.attempt.add(f"seen {self.rank}", 1)
-        self.agree_on_stop()
-
-    def agree_on_stop(self):
-        """Gives the sweep this worker's cause to stop, unless another came first, or takes the sweep's."""
-        if self.outcome.cause:
-            self.attempt.compare_set("stop", "", self.outcome.cause.name)
-        elif self.attempt.check(["stop"]):
-            self.outcome(Cause[self.attempt.get("stop").decode()])
-
-    # The first worker's part: the runs finished, the workers gone, and at the end the summary.
-    def learn_finished_runs(self):
-        """Each run finished since the last look: its rows to --history and the record, and its line."""
-        if self.resumed is not None and self.attempt.add("finished", 0) == len(self.results) - self.resumed:
-            return
-        for index, run in enumerate(self.runs):
-            if index in self.results or not self.kept.check([f"run {index}"]):
-                continue
-            result = self.results[index] = json.loads(self.kept.get(f"run {index}"))
-            result["rows"] = [Row(*row) for row in result["rows"]]
-            self.history.add([",".join(map(str, (*run, *row))) for row in result["rows"]])
-            self.record.add([json.dumps({**run._asdict(), **result})])
-            if self.resumed is not None:
-                done, total, new = len(self.results), len(self.runs), len(self.results) - self.resumed
-                left = time_left((time.monotonic() - self.started) / new * (total - done))
-                print(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in "
-                      f"{result['episodes']} episodes, trained agent {result['score']:.1f}; {left}", file=self.out)
-
-    def watch_workers(self):
-        """Takes the goodbyes, and loses a worker that ended (torch names it) or, under torchrun, stopped looking."""
-        ended = False
-        if self.others:
+            if client and not stop.is_set():
+                stop_event = distributed_event(client)
+                for finished_run in cluster_runs(client, args, runs, todo, stop_event):
+                    if finished_run:
+                        kept.add(*finished_run)
+                    if stop.is_set():
+                        stop_event.set()
+            for index in todo if not client else ():
+                if stop.is_set():
+                    break
+                outputs = RunOutputs(args, runs[index])
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines are a single run's
+                        train_run(args, outputs, stop)
+                except Exception as error:
+                    raise RunFailed(f"{describe(runs[index])} could not finish", error) from error
+                if not stop.is_set():
+                    kept.add(index, run_result(outputs))
+        except (OSError, RunFailed) as error:  # the sweep stops; what finished is kept, and summarized
+            failures.append(error)
+        for summarize in (kept.print_summary, kept.write_plot):
             try:
-                ended = self.others.join(timeout=0)  # True once every one has exited with status 0
-            except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:  # torch has ended the others
-                self.lose(e.error_index + 1, ended_how(e))
-                ended = True
-            self.others = None if ended else self.others
-        for rank in set(range(1, self.world_size)) - self.gone:
-            if self.attempt.check([f"bye {rank}"]):
-                self.gone.add(rank)
-                self.failed.update(json.loads(self.attempt.get(f"bye {rank}")))
-            elif ended:
-                self.gone.add(rank)
-            elif self.heartbeats is not None:
-                count, since = self.heartbeats.get(rank, (None, time.monotonic()))
-                if (looks := self.attempt.add(f"seen {rank}", 0)) != count:
-                    self.heartbeats[rank] = (looks, time.monotonic())
-                elif time.monotonic() - since > LOST_AFTER:
-                    self.lose(rank, f"silent for {LOST_AFTER} s")
+                summarize()
+            except OSError as error:
+                failures.append(error)
+    if failures:
+        raise ExceptionGroup("what stopped the sweep", failures)
+    if stop.is_set():
+        print(f"Stopped by {stop.words}: {len(finished)} of {len(runs)} runs finished")
+    return 0
 
-    def lose(self, rank, how):
-        self.gone.add(rank)
-        held = int(self.attempt.get(f"holds {rank}")) if self.attempt.check([f"holds {rank}"]) else None
-        unfinished = held is not None and not self.kept.check([f"run {held}"])
-        run = f" while it trained {describe(self.runs[held])}: that run is lost" if unfinished else ""
-        print(f"{PROG}: worker {rank} was lost ({how}){run}; the sweep stops", file=sys.stderr)
-        self.outcome(Cause.LOST_WORKER)
 
-    def finish(self):
-        while self.others or len(self.gone) < self.world_size - 1:
-            self.poll()
-            time.sleep(0.1)
-        self.poll()
-        for line in summary_lines(self.runs, self.results, self.args.max_episodes):
+def distributed_event(client):
+    import distributed
+    return distributed.Event(f"{PROG} stop {uuid.uuid4()}", client)
+
+
+def run_result(outputs):
+    """What a sweep keeps of a finished run."""
+    score = float(np.mean([total for total, _ in outputs.scores]))
+    return {"episodes": len(outputs.rows), "solved": bool(outputs.solved), "score": score, "rows": outputs.rows}
+
+
+class SweepFiles:
+    """A sweep's runs as they finish: a line for each, its rows in --history, itself in the record, and at the end the
+    summary and --plot. The record, beside --history, is a line of the sweep's settings, then a line for each finished
+    run (its result and rows): what --resume reads. A resumed sweep only appends to the record, which a failure or a
+    kill at any point leaves with every run it held; --history is written anew from it, whole."""
+
+    def __init__(self, args, runs, finished, whole):
+        self.args, self.runs, self.finished, self.started, self.new = args, runs, finished, time.monotonic(), 0
+        self.record = LineFile(args.history and record_path(args.history), json.dumps(sweep_settings(args)),
+                               resumed=args.resume)
+        if whole is not None and os.path.getsize(self.record.path) > whole:
+            os.truncate(self.record.path, whole)  # a torn last line, which --resume left out
+        self.history = LineFile(args.history, HISTORY_HEADER, resumed=bool(finished))
+        if finished:
+            lines = [HISTORY_HEADER, *(line for index, result in finished.items()
+                                       for line in history_lines(runs[index], result["rows"]))]
+            def rewrite(path):
+                with open(path, "wb", buffering=0) as f:
+                    append_lines(f, lines)
+            write_whole(args.history, rewrite)
+            print(f"{len(finished)} of {len(runs)} runs finished before, and are not trained again")
+        if records(args):
+            print(f"Each run records its clips into a folder of its own, such as "
+                  f"{os.path.join(args.video_dir, run_folder(args, runs[0]))}")
+
+    def add(self, index, result):
+        """Keeps a finished run: first in the record, which --resume trusts, then in --history; then its line."""
+        run, self.finished[index], self.new = self.runs[index], result, self.new + 1
+        self.record.add([json.dumps({**run._asdict(), **result})])
+        self.history.add(history_lines(run, result["rows"]))
+        done, total = len(self.finished), len(self.runs)
+        minutes, seconds = divmod(round((time.monotonic() - self.started) / self.new * (total - done)), 60)
+        print(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in "
+              f"{result['episodes']} episodes, trained agent {result['score']:.1f}; "
+              f"about {minutes} min {seconds:02d} s left")
+
+    def close(self):
+        self.record.close()
+        self.history.close()
+
+    def print_summary(self):
+        for line in summary_lines(self.runs, self.finished, self.args.max_episodes):
             print(line)
-        finished = sorted(self.results)
+
+    def write_plot(self):
+        finished = sorted(self.finished)
         if self.args.plot and finished:
-            with self.outcome.writing("plot", self.args.plot):
-                write_whole(self.args.plot, lambda path: write_sweep_plot(
-                    path, [self.runs[i] for i in finished], [self.results[i]["rows"] for i in finished],
-                    gym.spec(self.args.env_id).reward_threshold,
-                    f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
-        if self.outcome.cause:
-            self.outcome.say_stopped(f"{len(finished)} of {len(self.runs)} runs finished")
-        return exit_status(self.outcome.cause, self.failed | self.outcome.failed, 0)
+            write_whole(self.args.plot, lambda path: write_sweep_plot(
+                path, [self.runs[i] for i in finished], [self.finished[i]["rows"] for i in finished],
+                gym.spec(self.args.env_id).reward_threshold,
+                f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
 
 
-def ended_how(error):
-    """How a worker that torch started ended: its signal, its exit status, or its exception's type and message."""
-    if isinstance(error, mp.ProcessExitedException):
-        return f"ended by {error.signal_name}" if error.signal_name else f"exit status {error.exit_code}"
-    trace = str(error).splitlines()  # its traceback, whose last one ends with the type and message, unindented
-    last = max(i for i, line in enumerate(trace) if line.startswith("Traceback "))
-    return "it raised " + next(line for line in trace[last + 1:] if line and not line[0].isspace())
+@contextlib.contextmanager
+def dask_client(args, workers):
+    """A Dask client: of the cluster at --scheduler, whose workers must train runs as this machine does; or of a
+    LocalCluster of `workers` processes of one thread, that listens on 127.0.0.1 alone and is closed on exit."""
+    import cloudpickle
+    import distributed
+    if not args.scheduler:
+        try:  # Dask's own logs say nothing that the sweep's lines do not
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                                               dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
+        except Exception as error:
+            raise RunFailed("the sweep's local cluster could not start", error) from None
+        with cluster, distributed.Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(args.scheduler)
+    except OSError as e:
+        raise UsageError(f"--scheduler {args.scheduler}: {e}") from None
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)  # its functions travel with the tasks: workers need not have it
+    try:
+        with client:
+            check_workers(client, args.scheduler)
+            yield client
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+
+def run_environment():
+    """What makes a run differ on another machine: the packages' versions, and MKL's code path."""
+    versions = {name: importlib.metadata.version(name) if importlib.util.find_spec(module) else None
+                for name, module in (("torch", "torch"), ("pytorch-ignite", "ignite"), ("gymnasium", "gymnasium"),
+                                     ("numpy", "numpy"), ("cloudpickle", "cloudpickle"))}
+    return {**versions, "MKL_CBWR": os.getenv("MKL_CBWR")}
+
+
+def check_workers(client, address):
+    """Refuses a cluster whose workers would train other runs than this process."""
+    here = run_environment()
+    for worker, theirs in client.run(run_environment).items():
+        differ = [f"{name} {theirs[name]} (here {here[name]})" for name in here if theirs[name] != here[name]]
+        if differ:
+            raise UsageError(f"--scheduler {address}: worker {worker} has {', '.join(differ)}")
+
+
+def cluster_runs(client, args, runs, todo, stop_event):
+    """Trains the runs of `todo` on the cluster's workers until `stop_event` is set, and yields (index, result) as each
+    finishes, or None a few times a second meanwhile. A run whose worker died, Dask retries, and a line says so. A run
+    that cannot finish (it raised, or its workers died allowed-failures times) raises RunFailed once the others stop."""
+    import distributed
+    started, starts, told, failure = [], Counter(), 0, None
+    client.subscribe_topic(RUN_STARTED, lambda event: started.append(Run(*event[1])))
+    futures = {client.submit(train_on_worker, args, runs[index], stop_event.name, pure=False): index for index in todo}
+    pending = set(futures)
+    try:
+        while pending:
+            for run in started[told:]:
+                told, starts[run] = told + 1, starts[run] + 1
+                if starts[run] == 2:
+                    print(f"{PROG}: the worker of {describe(run)} was lost: the run is retried", file=sys.stderr)
+            try:
+                done, pending = distributed.wait(pending, timeout=POLL_EVERY, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                yield None
+                continue
+            except OSError as error:  # such as the scheduler of --scheduler gone
+                raise RunFailed("the sweep's cluster was lost", error) from None
+            for future in done:
+                index, result = futures.pop(future), None
+                if future.status == "error":
+                    failure = failure or RunFailed(f"{describe(runs[index])} could not finish", future.exception())
+                    stop_event.set()
+                else:
+                    result = future.result()
+                future.release()  # its result is kept here: a worker that dies with it holds no run that Dask redoes
+                if result:
+                    yield index, result
+    finally:  # also where the caller ends it early, as a file it could not write does
+        stop_event.set()
+        distributed.wait(pending)  # a run stops within a step of its next look
+        client.unsubscribe_topic(RUN_STARTED)
+    if failure:
+        raise failure
+
+
+def train_on_worker(args, run, stop_name):
+    """A run of a sweep on a Dask worker, in one of its threads: its result, or None if the sweep's Event stopped it."""
+    import distributed
+    stop = EventLooks(distributed.Event(stop_name))
+    if stop.is_set():  # a run that a worker takes after the stop
+        return None
+    distributed.get_client().log_event(RUN_STARTED, list(run))  # the client's, which waits until the scheduler has it
+    torch.set_num_threads(1)
+    quiet_known_warnings()
+    outputs = RunOutputs(args, run)
+    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines are a single run's
+        train_run(args, outputs, stop)
+    return None if stop.is_set() else run_result(outputs)
+
+
+class EventLooks:
+    """A distributed.Event as a run's stop. Each look asks the scheduler, so it looks a few times a second at most."""
+
+    def __init__(self, event):
+        self.event, self.next_look, self.seen = event, 0.0, False
+
+    def is_set(self):
+        if not self.seen and time.monotonic() >= self.next_look:
+            self.next_look, self.seen = time.monotonic() + POLL_EVERY, self.event.is_set()
+        return self.seen
+
+
+class RunFailed(Exception):
+    """A run of a sweep that could not finish, or its cluster: what, and the exception's type and first line."""
+
+    def __init__(self, what, error):
+        message = str(error).strip().splitlines() or [""]
+        super().__init__(f"{what}: {type(error).__name__}: {message[0]}")
 
 
 def record_path(history):
-    """Beside a sweep's --history, for --resume: a line of its settings, then a line for each finished run."""
     return f"{history}.jsonl"
 
 
@@ -1057,30 +800,40 @@ def sweep_settings(args):
     return {"--env-id": args.env_id, "--max-episodes": args.max_episodes, "--eval-episodes": args.eval_episodes}
 
 
-def load_finished_runs(args):
-    """--resume: {index: result} of the runs that a stopped sweep with the same --history finished, or a UsageError
-    if they are not runs of this sweep."""
+def read_record(args):
+    """--resume: the runs of the record beside --history, {index: result}, and the length of its whole lines; or a
+    UsageError if it cannot be read or is another sweep's. A torn last line (a kill as it was written) is left out."""
     path, runs = record_path(args.history), planned_runs(args)
     try:
-        with open(path) as f:
-            settings, *finished = map(json.loads, f)
-        finished = {Run(result.pop("lr"), result.pop("gamma"), result.pop("seed")): result for result in finished}
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except (OSError, UnicodeError) as e:
+        raise UsageError(f"--resume: cannot read {path} ({getattr(e, 'strerror', None) or e})") from None
+    whole = text[:text.rfind("\n") + 1]
+    try:
+        settings, *lines = map(json.loads, whole.splitlines())
+        finished = dict(map(finished_run, lines))
         differ = [(flag, settings[flag], now) for flag, now in sweep_settings(args).items() if settings[flag] != now]
-    except OSError as e:
-        raise UsageError(f"--resume: cannot read {path} ({e.strerror}): no run of this sweep finished") from None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError):
         raise UsageError(f"--resume: {path} is not the record of a sweep's runs") from None
     for flag, was, now in differ:
         raise UsageError(f"--resume: the runs in {path} had {flag} {was}, not {now}")
     for run in finished:
         if run not in runs:
             raise UsageError(f"--resume: {path} has a run that this sweep does not: {describe(run)}")
-    return {runs.index(run): result for run, result in finished.items()}
+    if whole != text:
+        print(f"The last line of {path} was cut short, as by a kill while it was written: its run is trained again")
+    return {runs.index(run): result for run, result in finished.items()}, len(whole.encode())
 
 
-def time_left(seconds):
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"about {minutes} min {seconds:02d} s left"
+def finished_run(line):
+    """(Run, result) of a line of a sweep's record, or a ValueError, KeyError or TypeError."""
+    run = Run(float(line["lr"]), float(line["gamma"]), int(line["seed"]))
+    rows = [Row(int(e), int(n), float(r), float(rr), float(s)) for e, n, r, rr, s in line["rows"]]
+    if not rows or rows[-1].episode != line["episodes"]:
+        raise ValueError("not a finished run's rows")
+    return run, {"episodes": rows[-1].episode, "solved": bool(line["solved"]), "score": float(line["score"]),
+                 "rows": rows}
 
 
 def median_interval(episodes, max_episodes, resamples=10_000):
@@ -1105,7 +858,7 @@ def summary_lines(runs, results, max_episodes):
     for setting in dict.fromkeys((run.lr, run.gamma) for run in runs):
         finished = [results[i] for i, run in enumerate(runs) if (run.lr, run.gamma) == setting and i in results]
         planned = sum((run.lr, run.gamma) == setting for run in runs)
-        line = f"{setting[0]:>8g} {setting[1]:>6g} {sum(r['solved'] for r in finished):>3}/{len(finished):<3}"
+        line = f"{setting[0]!r:>8} {setting[1]!r:>6} {sum(r['solved'] for r in finished):>3}/{len(finished):<3}"
         if finished:
             episodes = [r["episodes"] if r["solved"] else np.inf for r in finished]
             median, low, high = median_interval(episodes, max_episodes)
@@ -1116,36 +869,342 @@ def summary_lines(runs, results, max_episodes):
     return lines
 
 
-# --- The entry point ---------------------------------------------------------------
+# --- The command line: its checks, what each command does, and the edge --------------
+class UsageError(Exception):
+    pass
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")  # one line, no usage dump, like every other bad input
+
+
+def numbers(kind, allowed, rule):
+    """An argparse type: one value, or several separated by commas, each `allowed` and listed once."""
+    def parse(text):
+        try:
+            values = [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        for value in values:
+            if not allowed(value):
+                raise argparse.ArgumentTypeError(f"must be {rule}, got {value!r}")
+        if len(set(values)) < len(values):
+            raise argparse.ArgumentTypeError("a value is listed twice")
+        return values
+    return parse
+
+
+def count(text):
+    """An argparse type: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def path(text):
+    """An argparse type: a path, whose leading ~ expands as the shell would (a shell leaves it as it is after --x=)."""
+    return os.path.expanduser(text)
+
+
+def seed_list(text):
+    """An argparse type: seeds such as 0-19, 1,5,9 or 0-4,10, each listed once."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the list of seeds is empty")
+    seeds = []
+    for part in text.split(","):
+        bounds = part.split("-")  # a seed, or a range's first and last
+        if len(bounds) > 2 or not all(b.strip().isdecimal() for b in bounds):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
+        if int(bounds[-1]) < int(bounds[0]):
+            raise argparse.ArgumentTypeError(f"{text!r}: the range {part!r} goes backwards")
+        seeds += range(int(bounds[0]), int(bounds[-1]) + 1)
+    twice = [seed for seed, count in Counter(seeds).items() if count > 1]
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r}: seed {twice[0]} is listed twice")
+    return seeds
+
+
+def check_spaces(env_id, env):
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"--env-id {env_id}: the action space must be Discrete, not {env.action_space}")
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        raise UsageError(f"--env-id {env_id}: the observation must be a flat Box, not {env.observation_space}")
+
+
+def check_inputs(args):
+    """Every check that bad input can fail, before anything is written. Returns what the command starts from: the env
+    and policy of --play's checkpoint, or the runs that --resume finds finished and the length of the record's whole
+    lines."""
+    check_flags(args)
+    if args.watch:
+        check_display()
+    if not args.play:
+        make_env(args.env_id).close()
+    check_outputs(args)
+    if args.play:
+        return load_checkpoint(args.play)
+    return read_record(args) if args.resume else ({}, None)
+
+
+def check_flags(args):
+    """Flags that do not go together, and values out of range. A flag counts as given where it differs from its
+    default."""
+    sweep, defaults = args.seeds is not None, vars(parse_args([]))
+    given = {"--" + name.replace("_", "-") for name, value in vars(args).items() if value != defaults[name]}
+    only_for = "a single run, not to --seeds" if sweep else "--seeds"
+    for flag in ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume", "--scheduler"):
+        if flag in given:
+            raise UsageError(f"{flag} applies to {only_for}")
+    for flag in ("--env-id", "--tensorboard", "--save-model", "--history", "--plot") if args.play else ():
+        if flag in given:
+            raise UsageError(f"{flag} applies to training, not to --play")
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise UsageError("torchrun is not needed: --seeds starts its own workers, and runs on several machines with "
+                         "a Dask cluster and --scheduler (see the README)")
+    if args.scheduler and args.workers:
+        raise UsageError("--workers applies to the cluster on this machine: that of --scheduler has its own")
+    if args.resume and not args.history:
+        raise UsageError("--resume needs --history, beside which the sweep keeps its finished runs")
+    for flag, values in (("--gamma", args.gamma), ("--lr", args.lr)):
+        if len(values) > 1 and not sweep:
+            raise UsageError(f"argument {flag}: several values need --seeds")
+    needs = {"--render": (records(args), ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
+             "--tensorboard": (args.tensorboard, ("tensorboard",), "tensorboard", "")}
+    for flag, (used, modules, packages, otherwise) in needs.items():
+        if used and not all(importlib.util.find_spec(module) for module in modules):
+            raise UsageError(f"{flag} needs {packages}: pip install -r requirements.txt{otherwise}")
+
+
+def check_display():
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UsageError("--watch needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
+    import pygame
+    try:
+        pygame.display.init()  # HumanRendering will open its window on this display
+    except pygame.error as e:
+        raise UsageError(f"--watch: cannot open a window ({e})") from None
+
+
+def check_outputs(args):
+    """Every file and folder that the command writes can be written, no two share a path, and a sweep replaces no
+    record of finished runs."""
+    sweep, record = args.seeds is not None, args.history and record_path(args.history)
+    files = {"--save-model": args.save_model, "--plot": args.plot, "--history": args.history,
+             "--history's record": sweep and record}
+    folders = {"--video-dir": records(args) and args.video_dir, "--tensorboard": args.tensorboard}
+    runs = [] if args.play else planned_runs(args) if sweep else [Run(args.lr[0], args.gamma[0], args.seed)]
+    run_folders = {f"{flag}'s folder for {describe(run)}": os.path.join(folder, run_folder(args, run))
+                   for flag, folder in folders.items() if folder for run in runs}
+    paths = {}
+    for flag, path in {**files, **folders, **run_folders}.items():
+        if path:
+            check_writable(flag, path, is_folder=flag not in files)
+            other = paths.setdefault(os.path.realpath(path), flag)
+            if other != flag:
+                raise UsageError(f"{flag} {path}: {other} writes there too")
+    if sweep and record and not args.resume and os.path.isfile(record):
+        with open(record, "rb") as f:
+            if len(f.read().splitlines()) > 1:
+                raise UsageError(f"{record} holds finished runs: add --resume to go on with them, or remove the file "
+                                 f"to start afresh")
+
+
+def check_writable(flag, path, is_folder):
+    """Proves that `path` can be written, creating nothing: a device or a FIFO takes writes, or the nearest folder on
+    the path that exists takes a file. Opening a FIFO would wait for its reader."""
+    target = os.path.realpath(path)
+    if is_folder and os.path.exists(target) and not os.path.isdir(target):
+        raise UsageError(f"{flag} {path}: is a file, not a folder")
+    if not is_folder and (os.path.isdir(target) or path.endswith(("/", os.sep))):
+        raise UsageError(f"{flag} {path}: is a folder, not a file's path")
+    if os.path.exists(target) and not os.path.isfile(target) and not is_folder:
+        if not os.access(target, os.W_OK):
+            raise UsageError(f"{flag} {path}: cannot be written")
+        return
+    folder = target if is_folder else os.path.dirname(target)
+    while not os.path.exists(folder) and folder != os.path.dirname(folder):  # up to the root, or a missing drive
+        folder = os.path.dirname(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot be created or written ({e.strerror or e})") from None
+
+
+def load_checkpoint(path):
+    """The env and the policy of a --save-model checkpoint, or a UsageError."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        env_id, weights = saved["info"]["env_id"], saved["policy"]
+    except OSError as e:
+        raise UsageError(f"--play {path}: {e.strerror}") from None
+    except Exception:
+        raise UsageError(f"--play {path}: not a checkpoint written by --save-model") from None
+    env = make_env(env_id)
+    policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
+    try:
+        policy.load_state_dict(weights)
+    except Exception:
+        raise UsageError(f"--play {path}: its weights do not fit a policy for {env_id}") from None
+    return env, policy
+
+
+def train_and_report(args, stop):
+    """A single run, and all it leaves: the plot and the checkpoint are written however it ends, each on its own, and
+    the files that could not be written raise together. Returns the exit status."""
+    run, failures = Run(args.lr[0], args.gamma[0], args.seed), []
+    with contextlib.closing(LineFile(args.history, HISTORY_HEADER)) as history:
+        outputs = RunOutputs(args, run, lambda row: history.add(history_lines(run, [row])))
+        for step in (lambda: train_run(args, outputs, stop), outputs.write_plot, outputs.write_checkpoint):
+            try:
+                step()
+            except OSError as error:  # in training, a file it cannot write stops the run, as a signal does
+                failures.append(error)
+    if outputs.scores:
+        print(f"Trained agent, {len(outputs.scores)} episodes in eval mode: {describe_returns(outputs.scores)}")
+    if stop.is_set():
+        print(f"Stopped by {stop.words}: trained {len(outputs.rows)} episodes")
+    elif not outputs.solved and len(outputs.rows) == args.max_episodes:
+        print(f"Not solved in {len(outputs.rows)} episodes (--max-episodes {args.max_episodes})")
+    if failures:
+        raise ExceptionGroup("files that could not be written", failures)
+    return 0 if outputs.solved else 1
+
+
+def play(args, env, policy, stop):
+    env = agent_env(args, args.video_dir, "play", lambda episode: True, env)
+    results = evaluate(policy, env, args.eval_episodes, args.seed, stop, args.watch)
+    if results:
+        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
+    if stop.is_set():
+        print(f"Stopped by {stop.words}: played {len(results)} of {args.eval_episodes} episodes")
+    return 0
+
+
+class Stop:
+    """Why the work stops before its end: the first SIGINT or SIGTERM (within `on_signals`), or a closed output. The
+    work looks at it after each step. A second signal exits at once, but never in the middle of a file: a thread that
+    writes one holds the signals (signals_held), so the signal is sent to it again, to come once the file is whole."""
+
+    def __init__(self):
+        self.status = self.words = None
+
+    def is_set(self):
+        return self.status is not None
+
+    def set(self, status, words):
+        if not self.is_set():
+            self.status, self.words = status, words
+
+    @contextlib.contextmanager
+    def on_signals(self):
+        previous = {signum: signal.signal(signum, self.handle) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if not self.is_set():
+            self.set(128 + signum, signal.Signals(signum).name)
+        elif hasattr(signal, "pthread_sigmask") and signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+            signal.pthread_kill(threading.main_thread().ident, signum)  # held until the file is whole
+        else:
+            exit_at_once(signum)
+
+
+def exit_at_once(signum):
+    """Ends this process now, and the processes it started, such as a sweep's workers."""
+    import psutil
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    with contextlib.suppress(OSError, ValueError):  # not print(): the main thread may be in the middle of one
+        os.write(sys.stdout.fileno(), f"Stopped at once by a second {signal.Signals(signum).name}\n".encode())
+    os._exit(128 + signum)
+
+
+class StopOnClosedPipe:
+    """Standard output, except that a reader that goes away (as after `| head`) stops the work quietly, as Unix tools
+    stop: the rest of the output goes to the null device, instead of a BrokenPipeError's traceback."""
+
+    def __init__(self, stream, stop):
+        self.stream, self.stop = stream, stop
+
+    def write(self, text):
+        self.guarded(self.stream.write, text)
+        return len(text)
+
+    def flush(self):
+        self.guarded(self.stream.flush)
+
+    def guarded(self, call, *args):
+        try:
+            call(*args)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            self.stop.set(141, "a closed pipe")  # 128 + SIGPIPE, as a shell tells of a pipe's writer that it ended
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def quiet_known_warnings():
     # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
     warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
 
 
 def main(argv=None):
-    """The script, on the command line `argv`: returns its exit status. What it changes in os.environ, for the
-    processes that it starts, it undoes before it returns."""
-    argv = sys.argv[1:] if argv is None else argv
-    given = {token.split("=")[0] for token in argv if token.startswith("--")}  # allow_abbrev=False: as typed
+    """The script on the command line `argv`, and the edge: each failure is one line on stderr, and each ending has
+    its exit status. What it changes in this process (signals, stdout, SDL's driver) it undoes before it returns."""
     quiet_known_warnings()
-    first_worker = os.environ.get("RANK", "0") == "0"  # under torchrun the first worker reads, writes and speaks
-    with mock.patch.dict(os.environ, video_driver("--watch" in given)):
-        try:
-            args = parse_args(argv)
-            checkpoint = check_inputs(args, given)
-            resumed = load_finished_runs(args) if args.resume and first_worker else {}
-        except UsageError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
-        for path in (args.history, args.plot, args.save_model):  # every check has passed: their folders
-            if path:
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # One thread: tensors this small gain nothing from sharing, and a thread team stalls beside a busy process.
-        torch.set_num_threads(1)
-        with Outcome(quiet=not first_worker) as outcome, contextlib.redirect_stdout(WatchedOutput(sys.stdout, outcome)):
+    torch.set_num_threads(1)  # tensors this small gain nothing from sharing; a thread team stalls beside a busy process
+    stop, status = Stop(), None
+    try:
+        args = parse_args(argv)
+        output = StopOnClosedPipe(sys.stdout, stop)
+        with sdl_video_driver(args.watch), stop.on_signals(), contextlib.redirect_stdout(output):
+            start = check_inputs(args)
             if args.play:
-                return play(args, *checkpoint, outcome)
-            return sweep(args, outcome, resumed) if args.seeds is not None else train_and_report(args, outcome)
+                status = play(args, *start, stop)
+            elif args.seeds is None:
+                status = train_and_report(args, stop)
+            else:
+                status = sweep(args, stop, start)
+    except* UsageError as group:
+        print(f"{PROG}: error: {group.exceptions[0]}", file=sys.stderr)
+        status = 2
+    except* OSError as group:
+        for error in group.exceptions:
+            print(f"{PROG}: cannot write {error.filename}: {error.strerror or error}", file=sys.stderr)
+        status = 3
+    except* RunFailed as group:
+        print(f"{PROG}: {group.exceptions[0]}", file=sys.stderr)
+        status = 4
+    return stop.status if stop.is_set() and status != 2 else status
+
+
+@contextlib.contextmanager
+def sdl_video_driver(watch):
+    """SDL, which draws the frames, draws off-screen, without a word about displays; with --watch on Linux, on the
+    display alone, which fails where SDL would draw off-screen instead of opening a window. The user's choice stays."""
+    given = os.environ.get("SDL_VIDEODRIVER")
+    displays = [name for name, variable in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.getenv(variable)]
+    if not given and (not watch or sys.platform.startswith("linux")):
+        os.environ["SDL_VIDEODRIVER"] = ",".join(displays) if watch else "dummy"
+    try:
+        yield
+    finally:
+        if given is None:
+            os.environ.pop("SDL_VIDEODRIVER", None)
+        else:
+            os.environ["SDL_VIDEODRIVER"] = given
 
 
 if __name__ == "__main__":

@@ -137,11 +137,11 @@ def leave_free(disk, pages):
 
 
 # --- Runs shared by several tests, and the order that keeps both cores busy ---------------
-# Under pytest-xdist a session fixture belongs to one worker process, so the tests that share a run carry the same
-# xdist_group mark (one worker runs them all, and trains the run once). The longest things come first: the
-# train-until-solved run and the emulated CPU each keep a core busy while the other core runs the rest.
-SOLVED_RUN, RECORDED_RUN, REFERENCE_SWEEP = (pytest.mark.xdist_group(name)
-                                             for name in ("solved_run", "recorded_run", "reference_sweep"))
+# Under pytest-xdist a session fixture belongs to one worker process, so the tests that share a long run carry the
+# same xdist_group mark: one worker runs them all, and trains the run once. Each worker trains the short reference
+# sweep itself. The longest things come first: the train-until-solved run and the emulated CPU each keep a core busy
+# while the other core runs the rest.
+SOLVED_RUN, RECORDED_RUN = (pytest.mark.xdist_group(name) for name in ("solved_run", "recorded_run"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
@@ -181,3 +181,58 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("checkpoint") / "policy.pt"
     assert run_main("--no-render", "--max-episodes", 2, "--log-interval", 1, "--save-model", path).returncode == 1
     return path
+
+
+# --- A small sweep, and what its runs leave -----------------------------------------------
+# Two settings: 6 runs of 40 episodes, half a second or so each. Each sweep test compares its own way of running it,
+# or of stopping and resuming it, with this sweep on 1 worker, in its own process.
+SWEEP = ("--seeds", "0-2", "--lr", "0.01,0.02", "--max-episodes", 40)
+RUNS = [(lr, "0.99", str(seed)) for lr in ("0.01", "0.02") for seed in range(3)]
+
+
+def curves(path, seconds=False):
+    """Each run's rows in a --history file, keyed by (lr, gamma, seed); with `seconds`, their times too."""
+    runs = {}
+    for row in history_rows(path):
+        fields = ("episode", "length", "return", "running_reward", *(("seconds",) if seconds else ()))
+        runs.setdefault((row["lr"], row["gamma"], row["seed"]), []).append(tuple(row[field] for field in fields))
+    return runs
+
+
+def progress_lines(output):
+    return re.findall(r"^\[(\d+)/(\d+)\] lr (\S+), gamma (\S+), seed (\d+): (not )?solved in (\d+) episodes, "
+                      r"trained agent ([\d.]+); about \d+ min \d+ s left$", output, re.M)
+
+
+def runs_in(output):
+    """The (lr, gamma, seed) of each progress line."""
+    return [line[2:5] for line in progress_lines(output)]
+
+
+def summary(output):
+    """The summary table: its header and a row per setting."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["lr", "gamma", "solved"])
+    return lines[start:start + 3]
+
+
+def sweep_outputs(folder):
+    return "--history", folder / "history.csv", "--plot", folder / "runs.png"
+
+
+@pytest.fixture(scope="session")
+def reference_sweep(tmp_path_factory):
+    """SWEEP on 1 worker: what main() printed and returned, its --history and its --plot."""
+    folder = tmp_path_factory.mktemp("reference-sweep")
+    result = run_main(*SWEEP, "--workers", 1, *sweep_outputs(folder))
+    return result, folder / "history.csv", folder / "runs.png"
+
+
+def assert_equals_the_reference(result, folder, reference_sweep):
+    """A sweep that ended as the one on 1 worker: its status, its history (every row but `seconds`), its summary and
+    its plot's bytes."""
+    one, one_history, one_plot = reference_sweep
+    assert result.returncode == one.returncode == 0, result.stderr
+    assert curves(folder / "history.csv") == curves(one_history)
+    assert summary(result.stdout) == summary(one.stdout)
+    assert (folder / "runs.png").read_bytes() == one_plot.read_bytes()

@@ -38,10 +38,13 @@ CASES = {
     "workers without seeds": (["--workers", "2"], "--workers applies to --seeds"),
     "resume without seeds": (["--resume"], "--resume applies to --seeds"),
     "resume without history": (["--seeds", "0-3", "--resume"], "--resume needs --history"),
-    "seeds with the default seed": (["--seeds", "1,2", "--seed", "543"], "--seed applies to a single run"),
+    "scheduler without seeds": (["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler applies to --seeds"),
+    "workers with scheduler": (["--seeds", "1", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"],
+                               "--workers applies to the cluster on this machine"),
     "several lr without seeds": (["--lr", "0.01,0.005"], "argument --lr: several values need --seeds"),
     "several gamma without seeds": (["--gamma", "0.9,0.99"], "argument --gamma: several values need --seeds"),
     "lr listed twice": (["--seeds", "1", "--lr", "0.01,0.01"], "argument --lr: a value is listed twice"),
+    "lr listed twice, as it prints": (["--seeds", "1", "--lr", "0.01,1e-2"], "argument --lr: a value is listed twice"),
     "one of several lr out of range": (["--seeds", "1", "--lr", "0.01,-1"], "argument --lr: must be > 0, got -1"),
     "lr list not numbers": (["--seeds", "1", "--lr", "0.01,x"], "argument --lr: invalid float value: '0.01,x'"),
     "seeds with seed": (["--seeds", "1,2", "--seed", "0"], "--seed applies to a single run, not to --seeds"),
@@ -124,7 +127,8 @@ def test_rendering_without_its_dependencies_says_what_to_install(module, package
 def test_the_real_entry_point_exits_2_without_a_traceback(tmp_path):
     result = run_script("--gamma", "2", "--video-dir", tmp_path / "video")
     assert result.returncode == 2
-    assert result.stderr == "reinforce_cartpole.py: error: argument --gamma: must be in (0, 1], got 2\n"
+    assert result.stderr == ("reinforce_cartpole.py: error: argument --gamma: must be in (0, 1], got 2.0 "
+                             "(see --help)\n")
     assert result.stdout == ""
 
 
@@ -158,7 +162,7 @@ def test_bad_checkpoints(checkpoint, tmp_path, capsys):
 
 @pytest.mark.parametrize("flag", ["--env-id", "--save-model", "--history", "--plot", "--tensorboard"])
 def test_play_does_not_take_training_flags(flag, checkpoint, tmp_path, capsys):
-    value = "CartPole-v0" if flag == "--env-id" else str(tmp_path / "out")
+    value = "Acrobot-v1" if flag == "--env-id" else str(tmp_path / "out")
     code = rc.main(["--play", str(checkpoint), flag, value, "--no-render"])
     assert_one_line_error(capsys, code, f"{flag} applies to training, not to --play")
     assert not (tmp_path / "out").exists()
@@ -172,11 +176,9 @@ def test_a_tensorboard_folder_that_cannot_be_created(capsys, tmp_path):
     assert os.listdir(tmp_path) == ["a-file"]
 
 
-def test_under_torchrun_a_single_run_or_workers_are_refused(capsys, monkeypatch):
+def test_under_torchrun_the_script_points_to_dask(capsys, monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
-    assert_one_line_error(capsys, rc.main(["--no-render"]), "under torchrun, give --seeds")
-    assert_one_line_error(capsys, rc.main(["--seeds", "0-3", "--workers", "2"]),
-                          "--workers: under torchrun, its --nnodes and --nproc-per-node set the workers")
+    assert_one_line_error(capsys, rc.main(["--seeds", "0-3"]), "torchrun is not needed", "--scheduler")
 
 
 @pytest.mark.parametrize("flag", ["--save-model", "--history", "--plot"])
@@ -194,3 +196,39 @@ def test_a_folder_given_as_an_output_file_trains_nothing_and_creates_nothing(fla
         code = rc.main(["--no-render", flag, path])
         assert_one_line_error(capsys, code, f"{flag} {path}: is a folder, not a file's path")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--history", "{tmp}/out.x", "--plot", "{tmp}/out.x"], "--history {tmp}/out.x: --plot writes there too"),
+    (["--seeds", "0-1", "--history", "{tmp}/runs.csv", "--plot", "{tmp}/runs.csv.jsonl"],
+     "--history's record {tmp}/runs.csv.jsonl: --plot writes there too"),
+    (["--plot", "{tmp}/link.png", "--save-model", "{tmp}/target"], "--plot {tmp}/link.png: --save-model writes there"),
+], ids=["the same name", "the record of --history", "a link to the other"])
+def test_two_outputs_on_one_path_are_refused_and_nothing_is_created(argv, needle, tmp_path, capsys):
+    (tmp_path / "link.png").symlink_to(tmp_path / "target")
+    code = rc.main(["--no-render", *(arg.format(tmp=tmp_path) for arg in argv)])
+    assert_one_line_error(capsys, code, needle.format(tmp=tmp_path))
+    assert os.listdir(tmp_path) == ["link.png"]
+
+
+def test_a_record_path_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "h.csv.jsonl").mkdir()
+    code = rc.main(["--seeds", "0-1", "--history", str(tmp_path / "h.csv")])
+    assert_one_line_error(capsys, code, f"--history's record {tmp_path}/h.csv.jsonl: is a folder, not a file's path")
+    assert os.listdir(tmp_path) == ["h.csv.jsonl"]
+
+
+def test_a_file_where_a_runs_clips_go_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "CartPole-v0-lr0.01-gamma0.99-seed1").write_text("")
+    code = rc.main(["--seeds", "0-1", "--render", "--video-dir", str(tmp_path)])
+    assert_one_line_error(capsys, code, f"--video-dir's folder for lr 0.01, gamma 0.99, seed 1 {tmp_path}/"
+                                        "CartPole-v0-lr0.01-gamma0.99-seed1: is a file, not a folder")
+    assert os.listdir(tmp_path) == ["CartPole-v0-lr0.01-gamma0.99-seed1"]
+
+
+def test_a_leading_tilde_expands_as_the_shell_would_after_an_equals_sign(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert rc.main(["--no-render", "--max-episodes", "1", "--history=~/x.csv", "--plot=~/plots/x.png"]) == 1
+    assert os.listdir(tmp_path) == ["home"], "no folder named ~"
+    assert {"plots", "x.csv"} <= set(os.listdir(tmp_path / "home"))  # and matplotlib's cache of fonts

@@ -2,6 +2,9 @@
 
 import os
 import re
+import stat
+import sys
+import threading
 
 import gymnasium as gym
 import pytest
@@ -10,8 +13,8 @@ from gymnasium.utils.save_video import capped_cubic_video_schedule
 from PIL import Image
 
 import reinforce_cartpole as rc
-from conftest import (RECORDED_RUN, SOLVE_SEED, SOLVED_RUN, decoded_frames, history_rows, run_main, tensorboard_scalars,
-                      trained_agent_score)
+from conftest import (PATIENCE, RECORDED_RUN, SOLVE_SEED, SOLVED_RUN, decoded_frames, history_rows, run_main,
+                      tensorboard_scalars, trained_agent_score)
 
 
 def assert_frames(path, expected):
@@ -43,8 +46,7 @@ def test_training_and_the_trained_agent_are_recorded(recorded_run):
 
 
 def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
-    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips")
-    env.outcome, env.episode_trigger = rc.Outcome(), lambda episode: True
+    env = rc.wrap_env(rc.make_env("CartPole-v0"), tmp_path / "clips", episode_trigger=lambda episode: True)
     env.reset(seed=3)
     for step in range(20):
         env.step(step % 2)
@@ -135,3 +137,46 @@ def test_play_records_every_episode(solved_run, tmp_path, capsys):
     assert re.findall(r"^Video: (.*)$", capsys.readouterr().out, re.M) == [str(tmp_path / name) for name in names]
     for name in names:
         assert decoded_frames(tmp_path / name)[1] > 0
+
+
+def test_outputs_write_through_a_link_to_its_target(tmp_path):
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    links = {name: tmp_path / name for name in ("curve.png", "policy.pt", "history.csv")}
+    for name, link in links.items():
+        link.symlink_to(targets / name)
+    result = run_main("--no-render", "--max-episodes", 2, "--plot", links["curve.png"], "--save-model",
+                      links["policy.pt"], "--history", links["history.csv"])
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    assert all(link.is_symlink() for link in links.values()), "each link stays a link"
+    with Image.open(targets / "curve.png") as image:
+        assert image.format == "PNG"
+    assert torch.load(targets / "policy.pt", weights_only=True)["info"]["episodes"] == 2
+    assert len(history_rows(targets / "history.csv")) == 2
+    assert sorted(os.listdir(targets)) == ["curve.png", "history.csv", "policy.pt"], "no temporary file left"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mknod: Linux, as root")
+def test_outputs_write_into_a_device_as_it_is(tmp_path):
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is, made here: never the real one
+    for flag in ("--plot", "--save-model", "--history"):
+        result = run_main("--no-render", "--max-episodes", 2, flag, null)
+        assert result.returncode == 1 and result.stderr == "", result.stderr
+        assert stat.S_ISCHR(os.stat(null).st_mode), f"{flag} left the device as it was"
+    assert os.listdir(tmp_path) == ["null"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")
+def test_the_history_writes_into_a_fifo_for_its_reader(tmp_path):
+    fifo = tmp_path / "history.fifo"
+    os.mkfifo(fifo)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()))
+    reader.start()
+    result = run_main("--no-render", "--max-episodes", 3, "--history", fifo)
+    reader.join(timeout=PATIENCE)
+    assert result.returncode == 1 and result.stderr == "", result.stderr
+    [text] = read
+    assert text.splitlines()[0] == rc.HISTORY_HEADER and len(text.splitlines()) == 4
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
