@@ -513,16 +513,18 @@ def write_clip(path, frames, fps):
         shutil.copyfile(os.path.join(folder, "clip.mp4"), path)
 
 
-def figure(path, title, ylabel, threshold, draw):
-    """A PNG of draw(axes) against the episode, with the reward threshold."""
+def figure(path, title, panels):
+    """A PNG of panels, one above another, against the episode: each (y label, threshold or None, draw(axes))."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
-    fig = Figure(figsize=(8, 4.5), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    draw(ax)
-    if threshold is not None:
-        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
-    ax.set(title=title, xlabel="episode", ylabel=ylabel)
-    ax.legend(loc="lower right")
+    fig = Figure(figsize=(8, 4.5 * len(panels)), dpi=100, layout="constrained")
+    for ax, (ylabel, threshold, draw) in zip(fig.subplots(len(panels), sharex=True, squeeze=False)[:, 0], panels):
+        draw(ax)
+        if threshold is not None:
+            ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="lower right")
+    fig.axes[0].set_title(title)
+    fig.axes[-1].set_xlabel("episode")
     fig.savefig(path, format="png")
 
 
@@ -536,24 +538,42 @@ def write_plot(path, rows, threshold, title):
         solved = next((row.episode for row in rows if is_solved(row.running_reward, row.episode, threshold)), None)
         if solved is not None:
             ax.axvline(solved, color="tab:green", ls=":", lw=1.5, label=f"solved at episode {solved}")
-    figure(path, title, "reward", threshold, draw)
+    figure(path, title, [("reward", threshold, draw)])
 
 
-def write_sweep_plot(path, runs, rows, threshold, title):
-    """The running reward against the episode: a thin line per run, and each setting's median in bold, which holds a
-    run that has ended at its last value."""
-    def draw(ax):
-        settings = dict.fromkeys((run.lr, run.gamma) for run in runs)
-        for color, (lr, gamma) in zip(itertools.cycle(f"C{i}" for i in range(10)), settings):
-            curves = [[row.running_reward for row in rows[i]] for i, run in enumerate(runs) if run[:2] == (lr, gamma)]
+def write_sweep_plot(path, settings, threshold, title):
+    """Above, the running reward of each run, thin, and each setting's median, bold, which holds a run that has ended
+    at its last value. Below, each setting's share of seeds solved by each episode, with its 95 % pointwise Wilson
+    band: an unsolved run never counts, so the share may stop below 1. `settings`: {label: the results of its runs}."""
+    colors = dict(zip(settings, itertools.cycle(f"C{i}" for i in range(10))))
+    last = max(len(result["rows"]) for results in settings.values() for result in results)
+    def running_rewards(ax):
+        for label, results in settings.items():
+            curves = [[row.running_reward for row in result["rows"]] for result in results]
             for curve in curves:
-                ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.3, lw=0.8)
+                ax.plot(range(1, len(curve) + 1), curve, color=colors[label], alpha=0.3, lw=0.8)
             longest = max(map(len, curves))
             median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
-            ax.plot(range(1, longest + 1), median, color=color, lw=2.5,
-                    label=f"lr {lr!r}, gamma {gamma!r}: median of {len(curves)} seeds")
+            ax.plot(range(1, longest + 1), median, color=colors[label], lw=2.5,
+                    label=f"{label}: median of {len(curves)} seeds")
         ax.grid(alpha=0.3)
-    figure(path, title, "running reward", threshold, draw)
+    def shares_solved(ax):
+        for label, results in settings.items():
+            episodes, solved = solved_by_episode(results, last)
+            low, high = zip(*(wilson_interval(count, len(results)) for count in solved))
+            ax.step(episodes, np.divide(solved, len(results)), where="post", color=colors[label], lw=2,
+                    label=f"{label}: {solved[-1]} of {len(results)} seeds solved")
+            ax.fill_between(episodes, low, high, step="post", color=colors[label], alpha=0.15, lw=0)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    figure(path, title, [("running reward", threshold, running_rewards),
+                         ("share of seeds solved", None, shares_solved)])
+
+
+def solved_by_episode(results, last):
+    """How many runs had solved by each episode, as steps from 0 to `last`: (episodes, counts). Unsolved never count."""
+    solved = sorted(result["episodes"] for result in results if result["solved"])
+    return [0, *solved, last], [0, *range(1, len(solved) + 1), len(solved)]
 
 
 # --- Many seeds and settings: a sweep, in this process or on Dask's workers -----------
@@ -576,12 +596,8 @@ def sweep(args, stop, resumed):
     with cluster as client, contextlib.closing(SweepFiles(args, runs, finished, whole)) as kept:
         try:
             if client and not stop.is_set():
-                stop_event = distributed_event(client)
-                for finished_run in cluster_runs(client, args, runs, todo, stop_event):
-                    if finished_run:
-                        kept.add(*finished_run)
-                    if stop.is_set():
-                        stop_event.set()
+                for index, result in cluster_runs(client, args, runs, todo, stop):
+                    kept.add(index, result)
             for index in todo if not client else ():
                 if stop.is_set():
                     break
@@ -605,11 +621,6 @@ def sweep(args, stop, resumed):
     if stop.is_set():
         print(f"Stopped by {stop.words}: {len(finished)} of {len(runs)} runs finished")
     return 0
-
-
-def distributed_event(client):
-    import distributed
-    return distributed.Event(f"{PROG} stop {uuid.uuid4()}", client)
 
 
 def run_result(outputs):
@@ -663,12 +674,14 @@ class SweepFiles:
             print(line)
 
     def write_plot(self):
-        finished = sorted(self.finished)
-        if self.args.plot and finished:
+        settings = {}
+        for index, result in sorted(self.finished.items()):
+            settings.setdefault("lr {!r}, gamma {!r}".format(*self.runs[index][:2]), []).append(result)
+        partial = f" of {len(self.runs)}, partial" if len(self.finished) < len(self.runs) else ""
+        title = f"REINFORCE on {self.args.env_id}: {len(self.finished)} runs{partial}"
+        if self.args.plot and settings:
             write_whole(self.args.plot, lambda path: write_sweep_plot(
-                path, [self.runs[i] for i in finished], [self.finished[i]["rows"] for i in finished],
-                gym.spec(self.args.env_id).reward_threshold,
-                f"REINFORCE on {self.args.env_id}: running reward of {len(finished)} runs"))
+                path, settings, gym.spec(self.args.env_id).reward_threshold, title))
 
 
 @contextlib.contextmanager
@@ -676,11 +689,15 @@ def dask_client(args, workers):
     """A Dask client: of the cluster at --scheduler, whose workers must train runs as this machine does; or of a
     LocalCluster of `workers` processes of one thread, that listens on 127.0.0.1 alone and is closed on exit."""
     import cloudpickle
+    import dask
     import distributed
     if not args.scheduler:
-        try:  # Dask's own logs say nothing that the sweep's lines do not
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
-                                               dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
+        # Dask's own logs say nothing that the sweep's lines do not. Its profiler, which samples each worker's stack
+        # every 10 ms for the dashboard, slows a run by about 7 % (tests/benchmark.py).
+        try:
+            with dask.config.set({"distributed.worker.profile.enabled": False}):
+                cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                                                   dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
         except Exception as error:
             raise RunFailed("the sweep's local cluster could not start", error) from None
         with cluster, distributed.Client(cluster) as client:
@@ -717,17 +734,21 @@ def check_workers(client, address):
             raise UsageError(f"--scheduler {address}: worker {worker} has {', '.join(differ)}")
 
 
-def cluster_runs(client, args, runs, todo, stop_event):
-    """Trains the runs of `todo` on the cluster's workers until `stop_event` is set, and yields (index, result) as each
-    finishes, or None a few times a second meanwhile. A run whose worker died, Dask retries, and a line says so. A run
-    that cannot finish (it raised, or its workers died allowed-failures times) raises RunFailed once the others stop."""
+def cluster_runs(client, args, runs, todo, stop):
+    """Trains the runs of `todo` on the cluster's workers until `stop` is set, and yields (index, result) as each
+    finishes. A stop reaches the workers' runs through a distributed.Event. A run whose worker died, Dask retries, and a
+    line says so. A run that cannot finish (it raised, or its workers died allowed-failures times) raises RunFailed
+    once the others stop."""
     import distributed
     started, starts, told, failure = [], Counter(), 0, None
+    stop_event = distributed.Event(f"{PROG} stop {uuid.uuid4()}", client)
     client.subscribe_topic(RUN_STARTED, lambda event: started.append(Run(*event[1])))
     futures = {client.submit(train_on_worker, args, runs[index], stop_event.name, pure=False): index for index in todo}
     pending = set(futures)
     try:
         while pending:
+            if stop.is_set():
+                stop_event.set()
             for run in started[told:]:
                 told, starts[run] = told + 1, starts[run] + 1
                 if starts[run] == 2:
@@ -735,7 +756,6 @@ def cluster_runs(client, args, runs, todo, stop_event):
             try:
                 done, pending = distributed.wait(pending, timeout=POLL_EVERY, return_when="FIRST_COMPLETED")
             except TimeoutError:
-                yield None
                 continue
             except OSError as error:  # such as the scheduler of --scheduler gone
                 raise RunFailed("the sweep's cluster was lost", error) from None
@@ -836,37 +856,91 @@ def finished_run(line):
                  "rows": rows}
 
 
-def median_interval(episodes, max_episodes, resamples=10_000):
-    """The median of the episodes to solve (inf: not solved) and its 95 % percentile-bootstrap interval, each as (value,
-    whether it only bounds the median from below). A fixed generator: the same runs, the same interval."""
-    def medians(samples):  # an unsolved run counts as max_episodes, and a median that takes one in is a bound
-        return np.median(np.minimum(samples, max_episodes), axis=-1), np.isinf(np.median(samples, axis=-1))
-    values = np.asarray(episodes, dtype=float)
-    lows, bounds = medians(np.random.default_rng(0).choice(values, (resamples, len(values))))
-    ranked = np.lexsort((bounds, lows))  # a bound above an exact median of the same value
-    picks = ranked[np.quantile(np.arange(resamples), [0.025, 0.975], method="inverted_cdf").astype(int)]
-    return [medians(values), *((lows[i], bounds[i]) for i in picks)]
+# --- A sweep's statistics: how often and how fast each setting solves, and which is faster --
+def wilson_interval(solved, runs):
+    """The 95 % interval (low, high) of the share solved, `solved` of `runs`, by Wilson's score method."""
+    from scipy.stats import binomtest
+    return binomtest(solved, runs).proportion_ci(method="wilson")
+
+
+def median_interval(episodes, max_episodes):
+    """The median of the episodes to solve (inf: not solved), as (value, whether it only bounds it from below, as an
+    unsolved run counts as more than max_episodes); and from 6 runs on the distribution-free interval of order
+    statistics [X(l), X(n + 1 - l)] that holds it with at least 95 % confidence, else None."""
+    from scipy.stats import binom
+    ranked, low = np.sort(episodes), int(binom.ppf(0.025, len(episodes), 0.5))
+    median = float(np.median(np.minimum(ranked, max_episodes))), bool(np.isinf(np.median(ranked)))
+    return median, (ranked[low - 1], ranked[-low]) if low else None
+
+
+def chance_faster(a, b, axis=-1):
+    """The chance that a run of A solves in fewer episodes than a run of B, over every pair of them, where equal
+    counts (as of two unsolved runs) count half: Mann-Whitney's U of B against A, over the number of pairs."""
+    from scipy.stats import mannwhitneyu
+    return mannwhitneyu(b, a, axis=axis, method="asymptotic").statistic / (np.shape(a)[axis] * np.shape(b)[axis])
+
+
+def verdict(a_label, a, b_label, b):
+    """Whether A or B solves faster, or neither is told apart: from chance_faster and its 95 % percentile-bootstrap
+    interval, which resamples the seeds of each setting with a fixed generator (the same runs, the same words)."""
+    from scipy.stats import bootstrap
+    if min(len(a), len(b)) < 6:  # 5 runs or fewer: samples apart stay apart in every resample, "100 % [100, 100]"
+        return f"{a_label} and {b_label}: too few seeds to tell apart (it takes 6 runs of each)"
+    chance = chance_faster(a, b)
+    low, high = bootstrap((a, b), chance_faster, method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    if high < 0.5:
+        (a_label, b_label), (chance, low, high) = (b_label, a_label), (1 - chance, 1 - high, 1 - low)
+    share, interval = f"{100 * chance:.0f} %", f"[{100 * low:.0f}, {100 * high:.0f}]"
+    if low <= 0.5 <= high:
+        return f"{a_label} and {b_label}: not told apart ({share} {interval})"
+    return f"{a_label} solves faster than {b_label} in {share} of seed pairs {interval}"
+
+
+def setting_row(setting, finished, episodes, planned, max_episodes):
+    """A setting's row of the summary: runs solved, episodes to solve, and the trained agents' mean return."""
+    def shown(episodes, bound=False):  # inf, not solved, counts as more than max_episodes
+        return f"{'>' if bound or np.isinf(episodes) else ''}{min(episodes, max_episodes):g}"
+    row = f"{setting[0]!r:>8} {setting[1]!r:>6}"
+    if finished:
+        solved = int(np.isfinite(episodes).sum())
+        median, interval = median_interval(episodes, max_episodes)
+        median = shown(*median) + (f" [{shown(interval[0])}, {shown(interval[1])}]" if interval else " (n < 6)")
+        span = f"{shown(episodes.min())} to {shown(episodes.max())}"
+        share = f"{solved}/{len(finished)} [{'{:.2f}, {:.2f}'.format(*wilson_interval(solved, len(finished)))}]"
+        row += f" {share:>22}  {median:<31} {span:<14} {np.mean([result['score'] for result in finished]):.1f}"
+    return row + (f"  ({planned - len(finished)} runs unfinished)" if len(finished) < planned else "")
 
 
 def summary_lines(runs, results, max_episodes):
-    """A row per setting: how many runs solved, the episodes they took (an unsolved run counts as more than
-    --max-episodes, and is never dropped), and the trained agents' mean return."""
-    shown = lambda value, bound: f"{'>' if bound else ''}{value:g}"  # noqa: E731
-    as_bound = lambda episodes: (min(episodes, max_episodes), np.isinf(episodes))  # noqa: E731
-    lines = [f"{'lr':>8} {'gamma':>6} {'solved':>7}  {'median episodes [95 % interval]':<31} {'range':<14} "
-             f"trained agent, mean return"]
-    for setting in dict.fromkeys((run.lr, run.gamma) for run in runs):
-        finished = [results[i] for i, run in enumerate(runs) if (run.lr, run.gamma) == setting and i in results]
-        planned = sum((run.lr, run.gamma) == setting for run in runs)
-        line = f"{setting[0]!r:>8} {setting[1]!r:>6} {sum(r['solved'] for r in finished):>3}/{len(finished):<3}"
-        if finished:
-            episodes = [r["episodes"] if r["solved"] else np.inf for r in finished]
-            median, low, high = median_interval(episodes, max_episodes)
-            interval = f"{shown(*median)} [{shown(*low)}, {shown(*high)}]"
-            span = f"{shown(*as_bound(min(episodes)))} to {shown(*as_bound(max(episodes)))}"
-            line += f"  {interval:<31} {span:<14} {np.mean([r['score'] for r in finished]):.1f}"
-        lines.append(line + (f"  ({planned - len(finished)} runs unfinished)" if len(finished) < planned else ""))
+    """A row per setting, from its finished runs, the methods in words, then each setting against the one whose median
+    is lowest (the first such). A sweep that has not finished says so first."""
+    by_setting = {setting: [results[i] for i, run in enumerate(runs) if run[:2] == setting and i in results]
+                  for setting in dict.fromkeys(run[:2] for run in runs)}
+    lines = [f"Partial: the statistics of the {len(results)} finished runs of {len(runs)}"] * (len(results) < len(runs))
+    lines.append(f"{'lr':>8} {'gamma':>6} {'solved [95 % interval]':>22}  {'median episodes [95 % interval]':<31} "
+                 f"{'range':<14} trained agent, mean return")
+    episodes = {setting: np.array([result["episodes"] if result["solved"] else np.inf for result in finished])
+                for setting, finished in by_setting.items()}
+    lines += [setting_row(setting, finished, episodes[setting], sum(run[:2] == setting for run in runs), max_episodes)
+              for setting, finished in by_setting.items()]
+    lines += METHODS[:2]
+    episodes = {setting: episodes for setting, episodes in episodes.items() if len(episodes)}
+    if len(episodes) > 1:
+        varies = [len({setting[i] for setting in episodes}) > 1 for i in (0, 1)]
+        label = lambda setting: ", ".join(  # noqa: E731
+            f"{name} {value!r}" for name, value, shown in zip(("lr", "gamma"), setting, varies) if shown)
+        best = min(episodes, key=lambda setting: np.median(episodes[setting]))
+        lines += [*METHODS[2:], *(verdict(label(best), episodes[best], label(setting), episodes[setting])
+                                      for setting in episodes if setting != best)]
     return lines
+
+
+METHODS = [  # under the table: its first two lines, then the others above the verdicts
+    "solved: with Wilson's 95 % interval. median: an unsolved run counts as more than --max-episodes (>N: a bound);",
+    "its 95 % interval, from order statistics, assumes no distribution of the runs and takes 6 of them or more.",
+    "A faster than B in N % of seed pairs: of each pair of a run of A and one of B, the share where A's solves in",
+    "fewer episodes (a tie counts half), with a 95 % bootstrap interval; not told apart while that holds 50 %.",
+]
 
 
 # --- The command line: its checks, what each command does, and the edge --------------
@@ -1120,7 +1194,8 @@ class Stop:
 
 
 def exit_at_once(signum):
-    """Ends this process now, and the processes it started, such as a sweep's workers."""
+    """Ends this process now, and the processes it started, such as a sweep's workers. It waits for none to end: its
+    threads would start them again meanwhile, as Dask's nanny does a worker and multiprocessing its resource tracker."""
     import psutil
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):

@@ -3,7 +3,9 @@
     python tests/benchmark.py            # full run, about 13 minutes on a 2-core machine
     python tests/benchmark.py --quick    # about a minute
     python tests/benchmark.py --only solving --seeds-figure video/seeds.png   # the README's figure
-    python tests/benchmark.py --only sweep    # 8 seeds x 400 and 6 x 200 episodes, on 1 worker and on 2; start-up
+    python tests/benchmark.py --only sweep --baseline old.py   # 8 seeds x 400 and 6 x 200 episodes, on 1 worker
+                                              # and on 2, beside an earlier script (git show REV:reinforce_cartpole.py)
+    python tests/benchmark.py --only start-up --only summary --only budgets --only profiler
     python tests/benchmark.py --only suite    # the test suite's time in solve runs, 3 pairs
 
 A script, not a test: pytest collects only test_*.py. Contenders alternate on the same seeds
@@ -12,22 +14,25 @@ shared and noisy.
 """
 
 import argparse
+import ast
 import contextlib
 import csv
 import io
+import logging
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("MKL_CBWR", "COMPATIBLE")  # as the script pins it, for the runs of main() in this process
 
 import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,20 +176,24 @@ def run_in_its_own_process(seed, episodes, env_changes=None, busy=False):
             hog.wait()
 
 
-def sweep_command(seeds, max_episodes, *flags):
-    return [sys.executable, str(SCRIPT), "--seeds", seeds, "--max-episodes", str(max_episodes), "--no-render", *flags]
+def sweep_command(seeds, max_episodes, *flags, script=SCRIPT):
+    return [sys.executable, str(script), "--seeds", seeds, "--max-episodes", str(max_episodes), "--no-render", *flags]
 
 
 def episodes_to_solve(seeds, max_episodes, figure):
-    """The README's seeds figure and summary, drawn by the user-facing sweep command, on every core."""
+    """The README's comparison of lr 0.01 and 0.005: its summary and figure, drawn by the user-facing sweep command
+    on every core, with its history in a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
+        flags = ["--lr", "0.01,0.005", "--history", os.path.join(tmp, "runs.csv"),
+                 "--plot", figure or os.path.join(tmp, "seeds.png")]
         start = time.perf_counter()
-        result = subprocess.run(sweep_command(seeds, max_episodes, "--plot", figure or os.path.join(tmp, "seeds.png")),
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(sweep_command(seeds, max_episodes, *flags), capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - start
-    print(f"\n### 3. Episodes to solve CartPole-v0 (seeds {seeds}, at most {max_episodes} episodes)\n")
-    print(f"`reinforce_cartpole.py --seeds {seeds} --max-episodes {max_episodes} --no-render --plot ...` "
-          f"took **{seconds:.0f} s** on {os.cpu_count()} workers" + (f", and drew {figure}" if figure else "") + ":\n")
+    print(f"\n### 3. Episodes to solve CartPole-v0 (seeds {seeds}, lr 0.01 and 0.005, at most {max_episodes} "
+          f"episodes)\n")
+    print(f"`reinforce_cartpole.py --seeds {seeds} --lr 0.01,0.005 --max-episodes {max_episodes} --no-render "
+          f"--history ... --plot ...` took **{seconds:.0f} s** on {os.cpu_count()} workers"
+          + (f", and drew {figure}" if figure else "") + ":\n")
     print("```\n" + result.stdout.rstrip() + "\n```")
 
 
@@ -218,35 +227,47 @@ def queue_makespan(seconds, workers):
     return max(free)
 
 
-def sweep_scale(seeds, max_episodes, repeats):
-    """The same sweep on 1 worker and on 2, alternating within each repeat: wall time, including the start of the
-    worker processes; the largest peak memory of one process; and where the time beyond ideal scaling goes."""
-    times, trained = {1: [], 2: []}, {1: [], 2: []}
+def sweep_scale(seeds, max_episodes, repeats, baseline=None):
+    """The same sweep on 1 worker and on 2, by this script and by `baseline` (an earlier one) if given, in an order
+    that turns around at each repeat: wall time, including the workers' start; the largest peak memory of one process;
+    and where the time beyond ideal scaling goes."""
+    scripts = {"this": SCRIPT, **({"baseline": baseline} if baseline else {})}
+    contenders = [(name, workers) for name in scripts for workers in (1, 2)]
+    times, trained = {c: [] for c in contenders}, {c: [] for c in contenders}
     with tempfile.TemporaryDirectory() as tmp:
-        history = os.path.join(tmp, "history.csv")
         for repeat in range(repeats):
-            for workers in (1, 2) if repeat % 2 == 0 else (2, 1):
+            for name, workers in contenders if repeat % 2 == 0 else contenders[::-1]:
+                history = os.path.join(tmp, f"{name}-{workers}-{repeat}.csv")  # a sweep of its own, not a --resume
                 start = time.perf_counter()
-                subprocess.run(sweep_command(seeds, max_episodes, "--workers", str(workers), "--history", history),
-                               capture_output=True, check=True)
-                times[workers].append(time.perf_counter() - start)
-                trained[workers].append(run_seconds(history))
-    ratios = [two / one for one, two in zip(times[1], times[2])]
-    print(f"\n### 8. A sweep on 1 and on 2 workers (seeds {seeds}, at most {max_episodes} episodes, {repeats} pairs)\n")
-    print("| workers | wall time (median) | training, summed over runs | peak memory of one process |\n"
-          "| ---: | ---: | ---: | ---: |")
-    for workers in (1, 2):
-        command = sweep_command(seeds, max_episodes, "--workers", str(workers))
+                subprocess.run(sweep_command(seeds, max_episodes, "--workers", str(workers), "--history", history,
+                                             script=scripts[name]), capture_output=True, check=True)
+                times[name, workers].append(time.perf_counter() - start)
+                trained[name, workers].append(run_seconds(history))
+    print(f"\n### 8. A sweep on 1 and on 2 workers (seeds {seeds}, at most {max_episodes} episodes, {repeats} "
+          f"repeats)\n")
+    print("| script | workers | wall time (median) | training, summed over runs | peak memory of one process |\n"
+          "| --- | ---: | ---: | ---: | ---: |")
+    for name, workers in contenders:
+        command = sweep_command(seeds, max_episodes, "--workers", str(workers), script=scripts[name])
         memory = peak_rss(command) if sys.platform == "linux" else 0
-        summed = statistics.median(map(sum, trained[workers]))
-        print(f"| {workers} | {statistics.median(times[workers]):.1f} s | {summed:.1f} s | {memory:.0f} MiB |")
-    print(f"\n2 workers / 1 worker: **{statistics.median(ratios):.2f}x** the time "
-          f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
-    one_by_one = [queue_makespan(seconds, 2) / sum(seconds) for seconds in trained[1]]
-    slower = [sum(two) / sum(one) for one, two in zip(trained[1], trained[2])]
-    beyond = [wall - queue_makespan(seconds, 2) for wall, seconds in zip(times[2], trained[2])]
-    outside = [wall - sum(seconds) for wall, seconds in zip(times[1], trained[1])]
-    print(f"\nWhere it goes (medians): the queue alone, at 1 worker's speed, would give "
+        summed = statistics.median(map(sum, trained[name, workers]))
+        print(f"| {name} | {workers} | {statistics.median(times[name, workers]):.1f} s | {summed:.1f} s "
+              f"| {memory:.0f} MiB |")
+    for name in scripts:
+        ratios = [two / one for one, two in zip(times[name, 1], times[name, 2])]
+        print(f"\n{name}: 2 workers / 1 worker: **{statistics.median(ratios):.2f}x** the time "
+              f"(range {min(ratios):.2f}-{max(ratios):.2f}).")
+    if baseline:
+        for workers in (1, 2):
+            ratios = [new / old for new, old in zip(times["this", workers], times["baseline", workers])]
+            print(f"\nthis / baseline on {workers} worker{'s' * (workers > 1)}: **{statistics.median(ratios):.2f}x** "
+                  f"the time (range {min(ratios):.2f}-{max(ratios):.2f}).")
+    one, two = trained["this", 1], trained["this", 2]
+    one_by_one = [queue_makespan(seconds, 2) / sum(seconds) for seconds in one]
+    slower = [sum(b) / sum(a) for a, b in zip(one, two)]
+    beyond = [wall - queue_makespan(seconds, 2) for wall, seconds in zip(times["this", 2], two)]
+    outside = [wall - sum(seconds) for wall, seconds in zip(times["this", 1], one)]
+    print(f"\nWhere this script's time goes (medians): the queue alone, at 1 worker's speed, would give "
           f"{statistics.median(one_by_one):.2f}x; each run trains {statistics.median(slower):.2f}x as long beside "
           f"another; on 2 workers the sweep took {statistics.median(beyond):.1f} s beyond its runs' training laid out "
           f"in queue order, against {statistics.median(outside):.1f} s outside training on 1 worker "
@@ -254,33 +275,93 @@ def sweep_scale(seeds, max_episodes, repeats):
 
 
 def worker_start_up(seeds, max_episodes, workers):
-    """main() in this process, the launcher, with `workers`: the seconds from the launch of the others until each takes
-    its first run, as the sweep's store shows it ("holds R"). This process takes its own at once."""
-    launched, first_run = {}, {}
-    start_workers = rc.start_workers
+    """main() in this process, with a LocalCluster of `workers`: the seconds from the launch until the cluster is up,
+    and until each worker has started its first run, as the scheduler's RUN_STARTED events time them."""
+    launched, up, starts = time.time(), [], []
+    cluster_runs = rc.cluster_runs
 
-    def watch(port):
-        store = torch.distributed.TCPStore("127.0.0.1", port, is_master=False)
-        while len(first_run) < workers - 1:
-            for rank in set(range(1, workers)) - set(first_run):
-                if store.check([f"holds {rank}"]):
-                    first_run[rank] = time.perf_counter() - launched["at"]
-            time.sleep(0.005)
+    def timed_cluster_runs(client, *args):
+        up.append(time.time())
+        yield from cluster_runs(client, *args)
+        starts.extend(sorted(stamp for stamp, _ in client.get_events(rc.RUN_STARTED))[:workers])
 
-    def timed_start_workers(args, workers, port):
-        launched["at"] = time.perf_counter()
-        threading.Thread(target=watch, args=(port,), daemon=True).start()
-        return start_workers(args, workers, port)
-
-    rc.start_workers = timed_start_workers
+    rc.cluster_runs = timed_cluster_runs
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             rc.main(["--seeds", seeds, "--max-episodes", str(max_episodes), "--no-render", "--workers", str(workers)])
     finally:
-        rc.start_workers = start_workers
-    print(f"\n### 10. Each worker's start-up ({workers} workers, seeds {seeds})\n")
-    print("Seconds from the launch until the worker takes its first run: " + ", ".join(
-        f"worker {rank} {seconds:.2f} s" for rank, seconds in sorted(first_run.items())) + ".")
+        rc.cluster_runs = cluster_runs
+    print(f"\n### 10. The workers' start-up ({workers} workers, seeds {seeds})\n")
+    print(f"From the launch: the LocalCluster is up after {up[0] - launched:.2f} s; the workers start their first "
+          f"runs after " + ", ".join(f"{stamp - launched:.2f} s" for stamp in starts) + ".")
+
+
+def summary_speed(runs_per_setting, settings, repeats):
+    """The summary of a sweep (its table, and each setting against the best with the bootstrap) of made-up results."""
+    rng = np.random.default_rng(0)
+    runs = [rc.Run(0.01 * (1 + s), 0.99, seed) for s in range(settings) for seed in range(runs_per_setting)]
+    results = {i: {"episodes": int(e), "solved": e < 1000, "score": 200.0}
+               for i, e in enumerate(np.minimum(rng.integers(150, 1100, len(runs)), 1000))}
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rc.summary_lines(runs, results, 1000)
+        seconds.append(time.perf_counter() - start)
+    print(f"\n### 12. The summary of {settings} settings of {runs_per_setting} runs each ({repeats} repeats)\n")
+    print(f"Median **{statistics.median(seconds):.2f} s** (range {min(seconds):.2f}-{max(seconds):.2f}; the first "
+          f"imports scipy.stats).")
+
+
+def timed_run_on_worker(args, run, stop_name):
+    start = time.perf_counter()
+    rc.train_on_worker(args, run, stop_name)
+    return time.perf_counter() - start
+
+
+def worker_profiler(max_episodes, repeats):
+    """One run's seconds on the only worker of a LocalCluster, with Dask's profiler on (Dask's default) and off (the
+    script's choice), alternating; and in this process, as --workers 1 trains."""
+    import dask
+    import distributed
+    args = rc.parse_args(["--seeds", "0", "--max-episodes", str(max_episodes), "--no-render"])
+    run, seconds = rc.Run(0.01, 0.99, 0), {"profiler on": [], "profiler off": [], "in this process": []}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as main() sets it, and a worker's run
+    for _ in range(repeats):
+        for name, enabled in (("profiler on", True), ("profiler off", False)):
+            with dask.config.set({"distributed.worker.profile.enabled": enabled}), distributed.LocalCluster(
+                    n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+                distributed.Event("stop", client)
+                client.submit(timed_run_on_worker, args, run, "stop", pure=False).result()  # its imports, once
+                seconds[name] += [client.submit(timed_run_on_worker, args, run, "stop", pure=False).result()
+                                  for _ in range(2)]
+        for _ in range(2):
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                rc.train_run(args, rc.RunOutputs(args, run), rc.Stop())
+            seconds["in this process"].append(time.perf_counter() - start)
+    torch.set_num_threads(threads)
+    print(f"\n### 13. One run on a LocalCluster's worker (seed 0, {max_episodes} episodes, {repeats} rounds)\n")
+    print("| where | seconds (median) | ratio |\n| --- | ---: | ---: |")
+    alone = statistics.median(seconds["in this process"])
+    for name, times in seconds.items():
+        print(f"| {name} | {statistics.median(times):.2f} s | {statistics.median(times) / alone:.2f} |")
+
+
+def two_statement_lines(source):
+    """The lines that hold more than one statement, such as `if x: y` or `a; b`."""
+    starts = Counter(node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.stmt))
+    return sorted(line for line, count in starts.items() if count > 1)
+
+
+def budgets():
+    """The module's size: its lines, its longest line and its lines of more than one statement."""
+    source = SCRIPT.read_text()
+    lines = source.splitlines()
+    print("\n### 11. The module's size\n")
+    print(f"reinforce_cartpole.py: **{len(lines)} lines**, the longest {max(map(len, lines))} characters, "
+          f"{len(two_statement_lines(source))} lines of more than one statement.")
 
 
 def peak_memory(max_episodes):
@@ -407,12 +488,15 @@ SECTIONS = {  # name: (quick sizes, full sizes)
     "reproducibility": (lambda a: reproducibility(episodes=150), lambda a: reproducibility(episodes=400)),
     "busy": (lambda a: busy_machine(seed=543, episodes=60, repeats=1), lambda a: busy_machine(543, 300, 5)),
     "pin": (lambda a: cost_of_the_pin(repeats=2), lambda a: cost_of_the_pin(repeats=8)),
-    "sweep": (lambda a: sweep_scale(seeds="0-3", max_episodes=100, repeats=1),
-              lambda a: (sweep_scale(seeds="0-7", max_episodes=400, repeats=3),
-                         sweep_scale(seeds="0-5", max_episodes=200, repeats=3))),
+    "sweep": (lambda a: sweep_scale(seeds="0-3", max_episodes=100, repeats=1, baseline=a.baseline),
+              lambda a: (sweep_scale(seeds="0-7", max_episodes=400, repeats=3, baseline=a.baseline),
+                         sweep_scale(seeds="0-5", max_episodes=200, repeats=3, baseline=a.baseline))),
     "start-up": (lambda a: worker_start_up(seeds="0-3", max_episodes=50, workers=2),
                  lambda a: worker_start_up(seeds="0-7", max_episodes=100, workers=os.cpu_count())),
     "suite": (lambda a: suite_in_solve_runs(repeats=1), lambda a: suite_in_solve_runs(repeats=3)),
+    "budgets": (lambda a: budgets(), lambda a: budgets()),
+    "summary": (lambda a: summary_speed(100, 2, repeats=3), lambda a: summary_speed(100, 2, repeats=5)),
+    "profiler": (lambda a: worker_profiler(max_episodes=50, repeats=1), lambda a: worker_profiler(150, repeats=5)),
 }
 
 
@@ -422,6 +506,8 @@ def main(argv=None):
     p.add_argument("--only", choices=SECTIONS, action="append", help="run this section (default: all)")
     p.add_argument("--seeds-figure", metavar="PNG", help="where the solving section's sweep draws its figure "
                    "(the README's is video/seeds.png; default: a temporary file)")
+    p.add_argument("--baseline", metavar="SCRIPT", help="an earlier reinforce_cartpole.py that the sweep section "
+                   "times beside this one, such as one written by git show REV:reinforce_cartpole.py (default: none)")
     args = p.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     rc.quiet_known_warnings()

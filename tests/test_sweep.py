@@ -22,7 +22,6 @@ import psutil
 import pytest
 import torch
 
-import reinforce_cartpole as rc
 from conftest import (PATIENCE, RUNS, SWEEP, assert_equals_the_reference, curves, decoded_frames, history_rows,
                       lines_until, progress_lines, run_main, run_script, runs_in, script_env, start_script, summary,
                       sweep_outputs, tensorboard_scalars, trained_agent_score)
@@ -163,10 +162,23 @@ def alive(process):
         return False
 
 
+def being_killed(process):
+    """Whether the process is ending (Linux): a SIGKILL is pending, as until it is next scheduled, or it is exiting
+    (PF_EXITING, 0x4, in /proc's flags), as after that. Read in this order, a process that moves on is not missed."""
+    try:
+        with open(f"/proc/{process.pid}/status") as status:
+            pending = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+        with open(f"/proc/{process.pid}/stat") as stat:
+            flags = int(stat.read().rsplit(")", 1)[1].split()[6])
+    except OSError:  # it has ended
+        return True
+    return any(mask >> (signal.SIGKILL - 1) & 1 for mask in pending) or bool(flags & 0x4)
+
+
 def assert_none_outlives(processes):
-    """Once the launcher has exited, no worker of its cluster is left; multiprocessing's resource tracker, which the
-    launcher started too, ends as it reads that the launcher has gone."""
-    assert not [worker for worker in workers_of(processes) if alive(worker)]
+    """Once the launcher has exited, no worker of its cluster is left but one that a SIGKILL is ending; then none at
+    all: multiprocessing's resource tracker, which the launcher started too, ends as it reads that it has gone."""
+    assert not [worker for worker in workers_of(processes) if alive(worker) and not being_killed(worker)]
     deadline = time.monotonic() + PATIENCE
     while any(map(alive, processes)):
         assert time.monotonic() < deadline, [command for process, command in processes.items() if alive(process)]
@@ -180,6 +192,7 @@ def assert_finished_runs_kept(before, after, history, cause, workers=2):
     out = before + after
     done = int(re.search(rf"^Stopped by {cause}: (\d+) of 6 runs finished$", out, re.M).group(1))
     assert 1 <= done <= len(progress_lines(before)) + 2 * workers and len(progress_lines(out)) == done
+    assert f"\nPartial: the statistics of the {done} finished runs of 6\n" in out
     runs = curves(history)
     for _, _, lr, gamma, seed, _, episodes, _ in progress_lines(out):
         assert [int(row[0]) for row in runs[(lr, gamma, seed)]] == list(range(1, int(episodes) + 1))
@@ -299,7 +312,7 @@ def test_a_run_whose_workers_die_more_than_dask_allows_stops_the_sweep_and_resum
     assert child.returncode == 4, err
     assert re.fullmatch(r"reinforce_cartpole\.py: lr 0\.0[12], gamma 0\.99, seed \d could not finish: KilledWorker: "
                         r".+\n", err), err
-    assert "Stopped by" not in out and re.search(r"\(\d runs unfinished\)$", out, re.M), "a partial summary"
+    assert "Stopped by" not in out and re.search(r"^Partial: the statistics of the \d finished runs of 6$", out, re.M)
     assert_none_outlives(processes)
     assert_resumes_as_if_never_stopped(lines + out, tmp_path, reference_sweep, workers=1)
 
@@ -361,14 +374,3 @@ def test_values_that_print_alike_with_g_keep_their_own_labels_and_folders(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["CartPole-v0-lr0.0100001-gamma0.99-seed0",
                                             "CartPole-v0-lr0.01000012-gamma0.99-seed0"]
     assert [line.split()[0] for line in summary(result.stdout)[1:]] == ["0.0100001", "0.01000012"]
-
-
-def test_a_median_that_the_runs_only_bound_from_below_is_shown_as_that_bound():
-    """Of 244, 345, >600 and >600 episodes the median is above (345 + 600) / 2, which is all that the runs show."""
-    runs = [rc.Run(0.01, 0.99, seed) for seed in range(4)]
-    results = {i: {"episodes": episodes, "solved": episodes < 600, "score": 200.0}
-               for i, episodes in enumerate((244, 345, 600, 600))}
-    [_, line] = rc.summary_lines(runs, results, 600)
-    assert line.split()[2:] == ["2/4", ">472.5", "[244,", ">600]", "244", "to", ">600", "200.0"], line
-    results[3] = {"episodes": 500, "solved": True, "score": 200.0}
-    assert rc.summary_lines(runs, results, 600)[1].split()[3] == "422.5", "244, 345, 500, >600: exact"
