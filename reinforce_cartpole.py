@@ -689,15 +689,11 @@ def dask_client(args, workers):
     """A Dask client: of the cluster at --scheduler, whose workers must train runs as this machine does; or of a
     LocalCluster of `workers` processes of one thread, that listens on 127.0.0.1 alone and is closed on exit."""
     import cloudpickle
-    import dask
     import distributed
     if not args.scheduler:
-        # Dask's own logs say nothing that the sweep's lines do not. Its profiler, which samples each worker's stack
-        # every 10 ms for the dashboard, slows a run by about 7 % (tests/benchmark.py).
-        try:
-            with dask.config.set({"distributed.worker.profile.enabled": False}):
-                cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
-                                                   dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
+        try:  # Dask's own logs say nothing that the sweep's lines do not
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                                               dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
         except Exception as error:
             raise RunFailed("the sweep's local cluster could not start", error) from None
         with cluster, distributed.Client(cluster) as client:
