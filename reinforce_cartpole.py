@@ -674,9 +674,8 @@ class SweepFiles:
             print(line)
 
     def write_plot(self):
-        settings = {}
-        for index, result in sorted(self.finished.items()):
-            settings.setdefault("lr {!r}, gamma {!r}".format(*self.runs[index][:2]), []).append(result)
+        settings = {"lr {!r}, gamma {!r}".format(*setting): results
+                    for setting, results in results_by_setting(self.runs, self.finished).items() if results}
         partial = f" of {len(self.runs)}, partial" if len(self.finished) < len(self.runs) else ""
         title = f"REINFORCE on {self.args.env_id}: {len(self.finished)} runs{partial}"
         if self.args.plot and settings:
@@ -907,11 +906,16 @@ def setting_row(setting, finished, episodes, planned, max_episodes):
     return row + (f"  ({planned - len(finished)} runs unfinished)" if len(finished) < planned else "")
 
 
+def results_by_setting(runs, results):
+    """{(lr, gamma): the results of its finished runs}, for each setting of `runs`, in their order."""
+    return {setting: [results[i] for i, run in enumerate(runs) if run[:2] == setting and i in results]
+            for setting in dict.fromkeys(run[:2] for run in runs)}
+
+
 def summary_lines(runs, results, max_episodes):
     """A row per setting, from its finished runs, the methods in words, then each setting against the one whose median
     is lowest (the first such). A sweep that has not finished says so first."""
-    by_setting = {setting: [results[i] for i, run in enumerate(runs) if run[:2] == setting and i in results]
-                  for setting in dict.fromkeys(run[:2] for run in runs)}
+    by_setting = results_by_setting(runs, results)
     lines = [f"Partial: the statistics of the {len(results)} finished runs of {len(runs)}"] * (len(results) < len(runs))
     lines.append(f"{'lr':>8} {'gamma':>6} {'solved [95 % interval]':>22}  {'median episodes [95 % interval]':<31} "
                  f"{'range':<14} trained agent, mean return")

@@ -209,17 +209,22 @@ def runs_in(output):
     return [line[2:5] for line in progress_lines(output)]
 
 
+def summary_start(lines):
+    """The index of the summary table's header."""
+    return next(i for i, line in enumerate(lines) if line.split()[:3] == ["lr", "gamma", "solved"])
+
+
 def summary(output):
     """The summary table of SWEEP: its header and a row per setting."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["lr", "gamma", "solved"])
+    start = summary_start(lines)
     return lines[start:start + 3]
 
 
 def whole_summary(output):
     """All that a sweep prints after its last run: a partial one's label, the table, its methods and the verdicts."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["lr", "gamma", "solved"])
+    start = summary_start(lines)
     return lines[start - lines[start - 1].startswith("Partial:"):]
 
 
