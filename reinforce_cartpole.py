@@ -2,8 +2,25 @@
 
 The first part is the tutorial, section by section, with its names: "Tutorial fix" marks where it is wrong, and "The
 port's own choice" where the port differs on purpose. The second part is what a script needs beyond a notebook, in the
-order that a run takes: the run and the trained agent's score, the files it leaves, many seeds on Dask's workers, then
-the command line, its checks, and the edge, where every failure becomes one line and an exit status.
+order that a run takes: `main` and its edge; one run and the files it leaves; a sweep of many seeds, its Dask cluster
+and its record; the sweep's statistics; the command line's types and checks.
+
+The port's own mechanisms, each with what it buys:
+1. One run per seed on every x86-64 CPU: MKL_CBWR pinned before torch loads, a fused Adam step (create_model), and
+   one torch thread (main).
+2. One stop (Stop): the first SIGINT or SIGTERM stops after the current step, or at once where none is running; a
+   second one is a KeyboardInterrupt that unwinds to the edge. A sweep's workers ignore the terminal's Ctrl-C.
+3. Clips finished whatever signal comes (signals_held, in ClipRecorder): ffmpeg starts with the signals held.
+4. One way to write a file (write_whole): whole or absent, through a link to its target, into a device as it is.
+5. The edge (main): each ending is one line and an exit status; a closed pipe exits 141 quietly.
+6. Checks before anything is written (check_inputs): bad input is one line and exit status 2, and creates nothing.
+7. The files a run leaves (RunOutputs): --history, --plot and --save-model however it ends, and TensorBoard's curves.
+8. A sweep on Dask's workers (trained_runs, dask_client, cluster_runs): a LocalCluster on 127.0.0.1, or the cluster
+   at --scheduler; a stop reaches the runs through a distributed.Event (ThrottledEvent); a retried run is said.
+9. Workers that would train other runs are refused (check_workers).
+10. The sweep's record (opened_record, read_record): a line per finished run, which --resume goes on from.
+11. Statistics that tell settings apart (summary_lines), and the sweep's figure (write_sweep_plot).
+12. SDL draws off-screen, or with --watch in a window on the display (sdl_video_driver).
 """
 
 import os
@@ -61,15 +78,16 @@ def parse_args(argv=None):
                               "--seeds could not finish; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at "
                               "once); 141 the output was closed, as by | head.")
     p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
-    p.add_argument("--gamma", type=numbers(float, lambda g: 0 < g <= 1, "in (0, 1]"), default=[0.99], metavar="G",
+    p.add_argument("--gamma", type=number_list(float, lambda g: 0 < g <= 1, "in (0, 1]"), default=[0.99], metavar="G",
                    help="discount factor, in (0, 1]; several, comma-separated, with --seeds (default: 0.99)")
-    p.add_argument("--log-interval", type=count, default=100, metavar="N", help="episodes between logs (default: 100)")
-    p.add_argument("--max-episodes", type=count, default=1000000, metavar="N",
+    p.add_argument("--log-interval", type=positive_int, default=100, metavar="N",
+                   help="episodes between logs (default: 100)")
+    p.add_argument("--max-episodes", type=positive_int, default=1000000, metavar="N",
                    help="episodes at most (default: 1000000)")
     p.add_argument("--render", action=argparse.BooleanOptionalAction,
                    help="record videos (default: on, and off with --seeds)")
     # Beyond the tutorial's parameters:
-    p.add_argument("--lr", type=numbers(float, lambda lr: lr > 0, "> 0"), default=[0.01], metavar="LR",
+    p.add_argument("--lr", type=number_list(float, lambda lr: lr > 0, "> 0"), default=[0.01], metavar="LR",
                    help="Adam's learning rate; several, comma-separated, with --seeds (default: 0.01)")
     p.add_argument("--env-id", default="CartPole-v0", metavar="ID",
                    help="a gymnasium env with a flat Box observation and Discrete actions (default: CartPole-v0)")
@@ -79,22 +97,24 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="train only the runs of --seeds that the same command, stopped, did not finish: it reads "
                         "them from the record beside --history (default: off)")
-    p.add_argument("--workers", type=count, metavar="N",
+    p.add_argument("--workers", type=positive_int, metavar="N",
                    help="processes for --seeds on this machine, one a run at a time (default: the cores this process "
                         "may use, at most one per run; 1 trains in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="run --seeds on the workers of the Dask cluster whose scheduler is at ADDRESS, such as "
                         "tcp://10.0.0.5:8786 (default: a cluster on this machine, which the script starts and closes)")
-    p.add_argument("--video-dir", type=path, default="video", metavar="DIR",
+    p.add_argument("--video-dir", type=user_path, default="video", metavar="DIR",
                    help="where recordings go, a folder for each run (default: video)")
-    p.add_argument("--save-model", type=path, metavar="PATH", help="save the policy when training ends or is stopped")
-    p.add_argument("--play", type=path, metavar="PATH", help="play a --save-model checkpoint instead of training")
-    p.add_argument("--eval-episodes", type=count, default=10, metavar="N",
+    p.add_argument("--save-model", type=user_path, metavar="PATH",
+                   help="save the policy when training ends or is stopped")
+    p.add_argument("--play", type=user_path, metavar="PATH", help="play a --save-model checkpoint instead of training")
+    p.add_argument("--eval-episodes", type=positive_int, default=10, metavar="N",
                    help="episodes that score the trained agent, or that --play runs (default: 10)")
-    p.add_argument("--history", type=path, metavar="PATH", help="write one CSV row per episode")
-    p.add_argument("--plot", type=path, metavar="PATH",
+    p.add_argument("--history", type=user_path, metavar="PATH", help="write one CSV row per episode")
+    p.add_argument("--plot", type=user_path, metavar="PATH",
                    help="draw the learning curve, or with --seeds every run's, as a PNG")
-    p.add_argument("--tensorboard", type=path, metavar="DIR", help="log each run's curves for TensorBoard under DIR")
+    p.add_argument("--tensorboard", type=user_path, metavar="DIR",
+                   help="log each run's curves for TensorBoard under DIR")
     p.add_argument("--watch", action="store_true", help="show the trained agent, or --play, in a window (default: off)")
     return p.parse_args(argv)
 
@@ -250,30 +270,160 @@ def run_trainer(trainer, max_episodes):
     print(trainer.state)
 
 
-# ======== Beyond the tutorial: a run and its score, its files, many seeds, the command line ==
+# ======== Beyond the tutorial: the edge, a run and its files, many seeds, statistics, the command line ==
 def is_solved(running_reward, episodes, threshold):
     # Not in the tutorial: "solved" also needs 100 episodes, as the running reward starts at 10, above thresholds
     # such as Acrobot's -100. On CartPole it binds only if 195 is passed within 99 episodes; perfect play takes 71.
     return threshold is not None and episodes >= 100 and running_reward > threshold
 
 
-# --- One run, and the trained agent's score -----------------------------------------
+# --- The edge: what each command does, and how it ends ------------------------------
+def main(argv=None):
+    """The script on the command line `argv`, and the edge: each failure is one line on stderr, and each ending has
+    its exit status. What it changes in this process (signal handlers, SDL's driver) it undoes before it returns."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_known_warnings()
+    torch.set_num_threads(1)  # tensors this small gain nothing from sharing; a thread team stalls beside a busy process
+    stop = Stop()
+    status = None
+    try:
+        args = parse_args(argv)
+        with sdl_video_driver(args.watch), stop.on_signals():
+            status = run_command(args, given_flags(argv), stop)
+    except* UsageError as group:
+        print(f"{PROG}: error: {group.exceptions[0]}", file=sys.stderr)
+        status = 2
+    except* BrokenPipeError:
+        # Python's own recipe for a closed pipe: what is left to print goes to the null device, and the exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141  # 128 + SIGPIPE, as a shell tells of a pipe's writer that it ended
+    except* OSError as group:
+        for error in group.exceptions:
+            print(f"{PROG}: cannot write {error.filename}: {error.strerror or error}", file=sys.stderr)
+        status = 3
+    except* RunFailed as group:
+        print(f"{PROG}: {group.exceptions[0]}", file=sys.stderr)
+        status = 4
+    except* KeyboardInterrupt:
+        with contextlib.suppress(OSError):  # stdout may be a closed pipe
+            print(f"Stopped at once by {'a second ' if len(stop.signals) > 1 else ''}{stop.signals[0].name}")
+    if stop.signals and status != 2:
+        return 128 + stop.signals[0]
+    return status
+
+
+def run_command(args, given, stop):
+    check_inputs(args, given)
+    if args.play:
+        return play(args, *load_checkpoint(args.play), stop)
+    if args.seeds is None:
+        return train_and_report(args, stop)
+    return sweep(args, stop, *read_record(args) if args.resume else ({}, None))
+
+
+class Stop:
+    """The first SIGINT or SIGTERM, within on_signals(). Once the work looks at it (look()), after each step, it only
+    sets the stop; before, as while the cluster starts, it stops at once. A second one stops at once: a
+    KeyboardInterrupt that unwinds to the edge, each `finally` on its way removing its temporary file, and the clip
+    being written finished first (signals_held)."""
+
+    def __init__(self):
+        self.signals = []
+        self.looked_at = False
+        self.holding = False
+
+    def is_set(self):
+        return bool(self.signals)
+
+    def look(self):
+        self.looked_at = True
+
+    @contextlib.contextmanager
+    def on_signals(self):
+        previous = {signum: signal.signal(signum, self.handle) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if hasattr(signal, "pthread_sigmask") and signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+            signal.pthread_kill(threading.get_ident(), signum)  # held (signals_held): it comes again when let go
+            return
+        self.signals.append(signal.Signals(signum))
+        if not self.holding:
+            self.act()
+
+    def act(self):
+        if len(self.signals) > 1 or self.signals and not self.looked_at:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self):
+        """Signals within wait until it ends, as while a local cluster starts or closes, which is then whole."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        self.act()
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def quiet_known_warnings():
+    # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
+    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
+
+
+@contextlib.contextmanager
+def sdl_video_driver(watch):
+    """SDL, which draws the frames, draws off-screen, without a word about displays; with --watch on Linux, on the
+    display alone, which fails where SDL would draw off-screen instead of opening a window. The user's choice stays."""
+    given = os.environ.get("SDL_VIDEODRIVER")
+    displays = [name for name, variable in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.getenv(variable)]
+    if not given and (not watch or sys.platform.startswith("linux")):
+        os.environ["SDL_VIDEODRIVER"] = ",".join(displays) if watch else "dummy"
+    try:
+        yield
+    finally:
+        if given is None:
+            os.environ.pop("SDL_VIDEODRIVER", None)
+        else:
+            os.environ["SDL_VIDEODRIVER"] = given
+
+
+# --- One run, the trained agent's score, and the files the run leaves ---------------
 Run = namedtuple("Run", "lr gamma seed")
 Row = namedtuple("Row", "episode length episode_return running_reward seconds")  # an episode of a run
 
 
-def describe(run):
-    # repr is the shortest text that reads back as the same number: two values never look alike, as with :g
-    return f"lr {run.lr!r}, gamma {run.gamma!r}, seed {run.seed}"
+def train_and_report(args, stop):
+    """A single run, and all it leaves: the history, the plot and the checkpoint are written however it ends, each on
+    its own, and the files that could not be written raise together. Returns the exit status."""
+    stop.look()
+    outputs = RunOutputs(args, Run(args.lr[0], args.gamma[0], args.seed))
+    failures = []
+    for step in (lambda: train_run(args, outputs, stop), outputs.write_history, outputs.write_plot,
+                 outputs.write_checkpoint, lambda: report(args, outputs, stop)):
+        try:
+            step()
+        except OSError as error:  # in training, a clip it cannot write stops the run, as a signal does
+            failures.append(error)
+    if failures:
+        raise ExceptionGroup("files that could not be written", failures)
+    return 0 if outputs.solved else 1
 
 
-def run_folder(args, run):
-    """The run's own folder, for its clips under --video-dir and its curves under --tensorboard."""
-    return f"{args.env_id}-lr{run.lr!r}-gamma{run.gamma!r}-seed{run.seed}"
-
-
-def records(args):
-    return args.seeds is None if args.render is None else args.render
+def report(args, outputs, stop):
+    if outputs.scores:
+        print(f"Trained agent, {len(outputs.scores)} episodes in eval mode: {describe_returns(outputs.scores)}")
+    if stop.is_set():
+        print(f"Stopped by {stop.signals[0].name}: trained {len(outputs.rows)} episodes")
+    elif not outputs.solved and len(outputs.rows) == args.max_episodes:
+        print(f"Not solved in {len(outputs.rows)} episodes (--max-episodes {args.max_episodes})")
 
 
 def train_run(args, outputs, stop):
@@ -281,7 +431,7 @@ def train_run(args, outputs, stop):
     stopped, the trained agent's score. What the run leaves goes to `outputs`."""
     run = outputs.run
     env = make_env(args.env_id)
-    if records(args):
+    if records_clips(args):
         env = wrap_env(env, outputs.clips)
     policy, optimizer = create_model(env, run.seed, run.lr)
     trainer = create_trainer(env, policy)
@@ -303,10 +453,24 @@ def train_run(args, outputs, stop):
             outputs.scores = evaluate(policy, env, args.eval_episodes, run.seed, stop, args.watch)
 
 
+def records_clips(args):
+    return args.seeds is None if args.render is None else args.render
+
+
+def describe(run):
+    # repr is the shortest text that reads back as the same number: two values never look alike, as with :g
+    return f"lr {run.lr!r}, gamma {run.gamma!r}, seed {run.seed}"
+
+
+def run_folder(args, run):
+    """The run's own folder, for its clips under --video-dir and its curves under --tensorboard."""
+    return f"{args.env_id}-lr{run.lr!r}-gamma{run.gamma!r}-seed{run.seed}"
+
+
 def agent_env(args, clips, name_prefix, episode_trigger, env=None):
     """An env for the trained agent, recording the episodes of episode_trigger and with --watch in a window."""
     env = env or make_env(args.env_id)
-    if records(args):
+    if records_clips(args):
         env = wrap_env(env, clips, name_prefix=name_prefix, episode_trigger=episode_trigger)
     return HumanRendering(env) if args.watch else env  # a window, at the env's frame rate
 
@@ -322,10 +486,14 @@ def evaluate(policy, env, episodes, seed, stop, watch):
         for episode in range(episodes):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
-            total, length, done = 0.0, 0, False
+            total = 0.0
+            length = 0
+            done = False
             while not (done or stop.is_set() or watch and pygame.event.peek(pygame.QUIT)):
                 observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
-                total, length, done = total + reward, length + 1, terminated or truncated
+                total += reward
+                length += 1
+                done = terminated or truncated
             del policy.saved_log_probs[:]
             if not done:  # stopped, or the window was closed
                 break
@@ -338,27 +506,43 @@ def describe_returns(results):
     return f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
 
 
-# --- What a run leaves: its rows, clips, curves, plot and checkpoint, each file whole --
-class RunOutputs:
-    """What one run leaves: a Row per episode, each also handed to `on_row`; its clips' folder; its curves for
-    TensorBoard; whether it solved the env and the trained agent's scores; the plot and the checkpoint."""
+def play(args, env, policy, stop):
+    stop.look()
+    env = agent_env(args, args.video_dir, "play", lambda episode: True, env)
+    results = evaluate(policy, env, args.eval_episodes, args.seed, stop, args.watch)
+    if results:
+        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
+    if stop.is_set():
+        print(f"Stopped by {stop.signals[0].name}: played {len(results)} of {args.eval_episodes} episodes")
+    return 0
 
-    def __init__(self, args, run, on_row=lambda row: None):
-        self.args, self.run, self.on_row = args, run, on_row
-        self.rows, self.solved, self.scores, self.trainer = [], False, [], None
+
+class RunOutputs:
+    """What one run leaves: a Row per episode; its clips' folder; its curves for TensorBoard; whether it solved the
+    env and the trained agent's scores; and, written after it, its history, plot and checkpoint."""
+
+    def __init__(self, args, run):
+        self.args = args
+        self.run = run
+        self.rows = []
+        self.solved = False
+        self.scores = []
+        self.trainer = None
         self.clips = os.path.join(args.video_dir, run_folder(args, run))
 
     def attach(self, trainer, policy, optimizer):
-        self.trainer, self.policy, self.optimizer = trainer, policy, optimizer
-        self.last_iteration, self.started = 0, time.perf_counter()
-        trainer.add_event_handler(EPISODE_COMPLETED, self.record_episode)
+        self.trainer = trainer
+        self.policy = policy
+        self.optimizer = optimizer
+        self.started = time.perf_counter()
+        self.steps_before = 0
+        trainer.add_event_handler(EPISODE_COMPLETED, self.add_row)
 
-    def record_episode(self):
+    def add_row(self):
         state = self.trainer.state
-        self.rows.append(Row(state.epoch, state.iteration - self.last_iteration, state.ep_reward,
+        self.rows.append(Row(state.epoch, state.iteration - self.steps_before, state.ep_reward,
                              round(state.running_reward, 6), round(time.perf_counter() - self.started, 3)))
-        self.last_iteration = state.iteration
-        self.on_row(self.rows[-1])
+        self.steps_before = state.iteration
 
     @contextlib.contextmanager
     def tensorboard_run(self):
@@ -369,13 +553,19 @@ class RunOutputs:
         from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
         folder = os.path.join(self.args.tensorboard, run_folder(self.args, self.run))
         with contextlib.closing(TensorboardLogger(log_dir=folder, flush_secs=5)) as logger:
-            logger.attach(self.trainer, OutputHandler("episode", output_transform=lambda _: {
-                "length": self.rows[-1].length, "return": self.rows[-1].episode_return,
-                "running_reward": self.rows[-1].running_reward}), EPISODE_COMPLETED)
+            logger.attach(self.trainer, OutputHandler("episode", output_transform=self.last_curves), EPISODE_COMPLETED)
             yield
             if self.scores:
                 mean = float(np.mean([total for total, _ in self.scores]))
                 logger.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
+
+    def last_curves(self, output):
+        row = self.rows[-1]
+        return {"length": row.length, "return": row.episode_return, "running_reward": row.running_reward}
+
+    def write_history(self):
+        if self.args.history and self.rows:  # a run stopped before its first episode ended replaces no history
+            write_history(self.args.history, {self.run: self.rows})
 
     def write_plot(self):
         if self.args.plot and self.trainer:
@@ -396,14 +586,46 @@ class RunOutputs:
             write_whole(self.args.save_model, save)
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+def write_whole(path, write):
+    """Calls write(temporary_path) beside `path`, then renames the result to `path`: the file is whole or not there,
+    whatever comes, and a file that it replaces stays as it was until then. A link is written through, to its target;
+    a device or a FIFO is written as it is. An OSError names `path`."""
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp{os.path.splitext(name)[1]}")
+    try:
+        if os.path.exists(target) and not os.path.isfile(target):
+            write(target)
+            return
+        os.makedirs(folder, exist_ok=True)
+        try:
+            write(temporary)
+            os.replace(temporary, target)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error).strip(), path) from None
+
+
+HISTORY_HEADER = "lr,gamma,seed,episode,length,return,running_reward,seconds"  # --history: a CSV row per episode
+
+
+def write_history(path, rows_by_run):
+    """--history, whole: a CSV row per episode of each run of {Run: its rows}."""
+    lines = [HISTORY_HEADER, *(",".join(map(str, (*run, *row))) for run, rows in rows_by_run.items() for row in rows)]
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as f:
+            f.write("\n".join(lines) + "\n")
+    write_whole(path, write)
 
 
 @contextlib.contextmanager
 def signals_held():
-    """Around a file in progress, this thread holds SIGINT and SIGTERM, as does the ffmpeg it starts, which inherits
-    that: a terminal's Ctrl-C does not cut a clip short, and a second signal's exit waits for the file (see Stop).
-    Windows has no signal masks."""
+    """Around a clip being written, this thread holds SIGINT and SIGTERM, as does the ffmpeg it starts, which inherits
+    that: a terminal's Ctrl-C, which reaches ffmpeg too, does not cut the clip short, and a second signal comes once
+    it is whole (Stop.handle). Windows has no signal masks."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
     try:
         yield
@@ -412,72 +634,9 @@ def signals_held():
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def write_whole(path, write):
-    """Calls write(temporary_path) beside `path`, then renames the result to `path`: the file is whole or not there,
-    and a file that it replaces stays as it was until then. A link is written through, to its target; a device or a
-    FIFO is written as it is. An OSError names `path`."""
-    target = os.path.realpath(path)
-    folder, name = os.path.split(target)
-    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp{os.path.splitext(name)[1]}")  # ffmpeg reads the end
-    with signals_held():
-        try:
-            if os.path.exists(target) and not os.path.isfile(target):
-                return write(target)
-            os.makedirs(folder, exist_ok=True)
-            write(temporary)
-            os.replace(temporary, target)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-            raise OSError(error.errno, error.strerror or str(error).strip(), path) from None
-
-
-def append_lines(file, lines):
-    """Writes whole lines at the end of an unbuffered `file`, or nothing: a failed write is cut back off."""
-    with signals_held():
-        size = file.tell() if file.seekable() else None  # None: a FIFO
-        try:
-            data = memoryview("".join(line + "\n" for line in lines).encode())
-            while data:  # a write may take only a part, as on a disk that fills
-                data = data[file.write(data):]
-        except OSError as error:
-            if size is not None:
-                with contextlib.suppress(OSError):
-                    file.truncate(size)
-                    file.seek(size)
-            raise OSError(error.errno, error.strerror, file.name) from None  # a failed write names no file
-
-
-class LineFile:
-    """A file of whole lines, such as --history, open from its first lines until close(): they replace the file, after
-    `header`, unless it is `resumed`; each later line goes at its end. A link is written through, and a device or a
-    FIFO as it is, for a reader that reads it to the end. Without a path, nothing is written."""
-
-    def __init__(self, path, header, resumed=False):
-        self.path, self.header, self.resumed, self.file = path, header, resumed, None
-
-    def add(self, lines):
-        if self.path and self.file is None:
-            os.makedirs(os.path.dirname(os.path.realpath(self.path)), exist_ok=True)
-            self.file = open(self.path, "ab" if self.resumed else "wb", buffering=0)
-            lines = lines if self.resumed else [self.header, *lines]
-        if self.path:
-            append_lines(self.file, lines)
-
-    def close(self):
-        if self.file:
-            self.file.close()
-
-
-HISTORY_HEADER = "lr,gamma,seed,episode,length,return,running_reward,seconds"  # --history: a CSV row per episode
-
-
-def history_lines(run, rows):
-    return [",".join(map(str, (*run, *row))) for row in rows]
-
-
 class ClipRecorder(RecordVideo):
-    """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole and prints its path."""
+    """gymnasium's RecordVideo, with its schedule and file names, that writes each clip whole, finishes it whatever
+    signal comes, says where it went, and raises the OS's error where it could not."""
 
     def __init__(self, env, video_folder, **kwargs):
         super().__init__(env, video_folder, **kwargs)
@@ -488,9 +647,12 @@ class ClipRecorder(RecordVideo):
         self.clip_path = os.path.join(self.folder_as_given, f"{video_name}.mp4")
 
     def stop_recording(self):
-        frames, self.recorded_frames, self.recording = self.recorded_frames, [], False
+        frames = self.recorded_frames
+        self.recorded_frames = []
+        self.recording = False
         if frames:
-            write_whole(self.clip_path, lambda path: write_clip(path, frames, self.frames_per_sec))
+            with signals_held():
+                write_whole(self.clip_path, lambda path: write_clip(path, frames, self.frames_per_sec))
             print(f"Video: {self.clip_path}")
 
 
@@ -541,167 +703,135 @@ def write_plot(path, rows, threshold, title):
     figure(path, title, [("reward", threshold, draw)])
 
 
-def write_sweep_plot(path, settings, threshold, title):
-    """Above, the running reward of each run, thin, and each setting's median, bold, which holds a run that has ended
-    at its last value. Below, each setting's share of seeds solved by each episode, with its 95 % pointwise Wilson
-    band: an unsolved run never counts, so the share may stop below 1. `settings`: {label: the results of its runs}."""
-    colors = dict(zip(settings, itertools.cycle(f"C{i}" for i in range(10))))
-    last = max(len(result["rows"]) for results in settings.values() for result in results)
-    def running_rewards(ax):
-        for label, results in settings.items():
-            curves = [[row.running_reward for row in result["rows"]] for result in results]
-            for curve in curves:
-                ax.plot(range(1, len(curve) + 1), curve, color=colors[label], alpha=0.3, lw=0.8)
-            longest = max(map(len, curves))
-            median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
-            ax.plot(range(1, longest + 1), median, color=colors[label], lw=2.5,
-                    label=f"{label}: median of {len(curves)} seeds")
-        ax.grid(alpha=0.3)
-    def shares_solved(ax):
-        for label, results in settings.items():
-            episodes, solved = solved_by_episode(results, last)
-            low, high = zip(*(wilson_interval(count, len(results)) for count in solved))
-            ax.step(episodes, np.divide(solved, len(results)), where="post", color=colors[label], lw=2,
-                    label=f"{label}: {solved[-1]} of {len(results)} seeds solved")
-            ax.fill_between(episodes, low, high, step="post", color=colors[label], alpha=0.15, lw=0)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    figure(path, title, [("running reward", threshold, running_rewards),
-                         ("share of seeds solved", None, shares_solved)])
-
-
-def solved_by_episode(results, last):
-    """How many runs had solved by each episode, as steps from 0 to `last`: (episodes, counts). Unsolved never count."""
-    solved = sorted(result["episodes"] for result in results if result["solved"])
-    return [0, *solved, last], [0, *range(1, len(solved) + 1), len(solved)]
-
-
-# --- Many seeds and settings: a sweep, in this process or on Dask's workers -----------
-POLL_EVERY = 0.25  # seconds between a sweep's looks at its stop, and a worker's at the sweep's Event
-RUN_STARTED = "reinforce_cartpole: run started"  # the topic of the Dask event that a worker logs as it starts a run
+# --- Many seeds and settings: a sweep, its cluster and its record ------------------
+def sweep(args, stop, finished, record_size):
+    """Trains the runs of --seeds that --resume did not find `finished`, in this process with --workers 1, else on
+    Dask's workers, and keeps each as it finishes in the record beside --history; then the summary, --history and
+    --plot, of the finished runs however the sweep ends. Returns the exit status."""
+    runs = planned_runs(args)
+    todo = [index for index in range(len(runs)) if index not in finished]
+    if finished:
+        print(f"{len(finished)} of {len(runs)} runs finished before, and are not trained again")
+    if records_clips(args):
+        print(f"Each run records its clips into a folder of its own, such as "
+              f"{os.path.join(args.video_dir, run_folder(args, runs[0]))}")
+    failures = []
+    started = time.monotonic()
+    with dask_client(args, todo, stop) as client, opened_record(args, record_size) as record:
+        stop.look()
+        try:
+            for trained, (index, result) in enumerate(trained_runs(client, args, runs, todo, stop), start=1):
+                if record:
+                    append_line(record, json.dumps({**runs[index]._asdict(), **result}))  # first what --resume reads
+                finished[index] = result
+                seconds_left = (time.monotonic() - started) / trained * (len(runs) - len(finished))
+                print_progress(runs[index], result, len(finished), len(runs), seconds_left)
+        except (OSError, RunFailed) as error:  # the sweep stops; what finished is kept, and summarized
+            failures.append(error)
+    for step in (print_summary, write_sweep_history, write_sweep_figure):
+        try:
+            step(args, runs, finished)
+        except OSError as error:
+            failures.append(error)
+    if failures:
+        raise ExceptionGroup("what stopped the sweep", failures)
+    if stop.is_set():
+        print(f"Stopped by {stop.signals[0].name}: {len(finished)} of {len(runs)} runs finished")
+    return 0
 
 
 def planned_runs(args):
     return [Run(lr, gamma, seed) for lr in args.lr for gamma in args.gamma for seed in args.seeds]
 
 
-def sweep(args, stop, resumed):
-    """Trains the runs of --seeds that --resume did not find finished (`resumed`), in this process with --workers 1,
-    else on Dask's workers; keeps each as it finishes; then the summary and --plot. Returns the exit status."""
-    runs, (finished, whole) = planned_runs(args), resumed
-    todo = [index for index in range(len(runs)) if index not in finished]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = None if args.scheduler else args.workers or max(1, min(cores, len(todo)))
-    failures, cluster = [], dask_client(args, workers) if todo and workers != 1 else contextlib.nullcontext()
-    with cluster as client, contextlib.closing(SweepFiles(args, runs, finished, whole)) as kept:
+def trained_runs(client, args, runs, todo, stop):
+    """(index, result) of each run of `todo` as it finishes, until `stop` is set: on the Dask cluster of `client`, or
+    without one in this process."""
+    if client:
+        yield from cluster_runs(client, args, runs, todo, stop)
+        return
+    for index in todo:
+        if stop.is_set():
+            return
         try:
-            if client and not stop.is_set():
-                for index, result in cluster_runs(client, args, runs, todo, stop):
-                    kept.add(index, result)
-            for index in todo if not client else ():
-                if stop.is_set():
-                    break
-                outputs = RunOutputs(args, runs[index])
-                try:
-                    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines are a single run's
-                        train_run(args, outputs, stop)
-                except Exception as error:
-                    raise RunFailed(f"{describe(runs[index])} could not finish", error) from error
-                if not stop.is_set():
-                    kept.add(index, run_result(outputs))
-        except (OSError, RunFailed) as error:  # the sweep stops; what finished is kept, and summarized
-            failures.append(error)
-        for summarize in (kept.print_summary, kept.write_plot):
-            try:
-                summarize()
-            except OSError as error:
-                failures.append(error)
-    if failures:
-        raise ExceptionGroup("what stopped the sweep", failures)
+            result = train_sweep_run(args, runs[index], stop)
+        except Exception as error:
+            raise RunFailed(f"{describe(runs[index])} could not finish", error) from error
+        if result:
+            yield index, result
+
+
+def train_sweep_run(args, run, stop):
+    """A run of a sweep, wherever it trains: its result, or None if `stop` stopped it."""
+    outputs = RunOutputs(args, run)
+    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines are a single run's
+        train_run(args, outputs, stop)
     if stop.is_set():
-        print(f"Stopped by {stop.words}: {len(finished)} of {len(runs)} runs finished")
-    return 0
-
-
-def run_result(outputs):
-    """What a sweep keeps of a finished run."""
+        return None
     score = float(np.mean([total for total, _ in outputs.scores]))
     return {"episodes": len(outputs.rows), "solved": bool(outputs.solved), "score": score, "rows": outputs.rows}
 
 
-class SweepFiles:
-    """A sweep's runs as they finish: a line for each, its rows in --history, itself in the record, and at the end the
-    summary and --plot. The record, beside --history, is a line of the sweep's settings, then a line for each finished
-    run (its result and rows): what --resume reads. A resumed sweep only appends to the record, which a failure or a
-    kill at any point leaves with every run it held; --history is written anew from it, whole."""
+def print_progress(run, result, done, total, seconds_left):
+    minutes, seconds = divmod(round(seconds_left), 60)
+    print(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in {result['episodes']} "
+          f"episodes, trained agent {result['score']:.1f}; about {minutes} min {seconds:02d} s left")
 
-    def __init__(self, args, runs, finished, whole):
-        self.args, self.runs, self.finished, self.started, self.new = args, runs, finished, time.monotonic(), 0
-        self.record = LineFile(args.history and record_path(args.history), json.dumps(sweep_settings(args)),
-                               resumed=args.resume)
-        if whole is not None and os.path.getsize(self.record.path) > whole:
-            os.truncate(self.record.path, whole)  # a torn last line, which --resume left out
-        self.history = LineFile(args.history, HISTORY_HEADER, resumed=bool(finished))
-        if finished:
-            lines = [HISTORY_HEADER, *(line for index, result in finished.items()
-                                       for line in history_lines(runs[index], result["rows"]))]
-            def rewrite(path):
-                with open(path, "wb", buffering=0) as f:
-                    append_lines(f, lines)
-            write_whole(args.history, rewrite)
-            print(f"{len(finished)} of {len(runs)} runs finished before, and are not trained again")
-        if records(args):
-            print(f"Each run records its clips into a folder of its own, such as "
-                  f"{os.path.join(args.video_dir, run_folder(args, runs[0]))}")
 
-    def add(self, index, result):
-        """Keeps a finished run: first in the record, which --resume trusts, then in --history; then its line."""
-        run, self.finished[index], self.new = self.runs[index], result, self.new + 1
-        self.record.add([json.dumps({**run._asdict(), **result})])
-        self.history.add(history_lines(run, result["rows"]))
-        done, total = len(self.finished), len(self.runs)
-        minutes, seconds = divmod(round((time.monotonic() - self.started) / self.new * (total - done)), 60)
-        print(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in "
-              f"{result['episodes']} episodes, trained agent {result['score']:.1f}; "
-              f"about {minutes} min {seconds:02d} s left")
+def print_summary(args, runs, finished):
+    for line in summary_lines(runs, finished, args.max_episodes):
+        print(line)
 
-    def close(self):
-        self.record.close()
-        self.history.close()
 
-    def print_summary(self):
-        for line in summary_lines(self.runs, self.finished, self.args.max_episodes):
-            print(line)
+def write_sweep_history(args, runs, finished):
+    if args.history:
+        write_history(args.history, {runs[index]: finished[index]["rows"] for index in sorted(finished)})
 
-    def write_plot(self):
-        settings = {"lr {!r}, gamma {!r}".format(*setting): results
-                    for setting, results in results_by_setting(self.runs, self.finished).items() if results}
-        partial = f" of {len(self.runs)}, partial" if len(self.finished) < len(self.runs) else ""
-        title = f"REINFORCE on {self.args.env_id}: {len(self.finished)} runs{partial}"
-        if self.args.plot and settings:
-            write_whole(self.args.plot, lambda path: write_sweep_plot(
-                path, settings, gym.spec(self.args.env_id).reward_threshold, title))
+
+def write_sweep_figure(args, runs, finished):
+    settings = {"lr {!r}, gamma {!r}".format(*setting): results
+                for setting, results in results_by_setting(runs, finished).items() if results}
+    partial = f" of {len(runs)}, partial" if len(finished) < len(runs) else ""
+    title = f"REINFORCE on {args.env_id}: {len(finished)} runs{partial}"
+    if args.plot and settings:
+        threshold = gym.spec(args.env_id).reward_threshold
+        write_whole(args.plot, lambda path: write_sweep_plot(path, settings, threshold, title))
+
+
+POLL_EVERY = 0.25  # seconds between a sweep's looks at its stop, and a worker's at the sweep's Event
+RUN_STARTED = "reinforce_cartpole: run started"  # the topic of the Dask event that a worker logs as it starts a run
 
 
 @contextlib.contextmanager
-def dask_client(args, workers):
-    """A Dask client: of the cluster at --scheduler, whose workers must train runs as this machine does; or of a
-    LocalCluster of `workers` processes of one thread, that listens on 127.0.0.1 alone and is closed on exit."""
+def dask_client(args, todo, stop):
+    """A Dask client for the runs of `todo`: of the cluster at --scheduler, whose workers must train runs as this
+    machine does; or of a LocalCluster of --workers processes of one thread, that listens on 127.0.0.1 alone and is
+    started and closed whole, whatever signal comes (Stop.held). None where the runs train in this process."""
     import cloudpickle
     import distributed
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = args.workers or max(1, min(cores, len(todo)))
+    if not todo or not args.scheduler and workers == 1:
+        yield None
+        return
     if not args.scheduler:
-        try:  # Dask's own logs say nothing that the sweep's lines do not
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
-                                               dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
-        except Exception as error:
-            raise RunFailed("the sweep's local cluster could not start", error) from None
-        with cluster, distributed.Client(cluster) as client:
-            yield client
+        with stop.held():
+            try:  # Dask's own logs say nothing that the sweep's lines do not
+                cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                                                   dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
+            except Exception as error:
+                raise RunFailed("the sweep's local cluster could not start", error) from None
+        try:
+            with distributed.Client(cluster) as client:
+                yield client
+        finally:
+            with stop.held():
+                cluster.close()
         return
     try:
         client = distributed.Client(args.scheduler)
-    except OSError as e:
-        raise UsageError(f"--scheduler {args.scheduler}: {e}") from None
+    except OSError as error:
+        raise UsageError(f"--scheduler {args.scheduler}: {error}") from None
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # its functions travel with the tasks: workers need not have it
     try:
@@ -735,19 +865,21 @@ def cluster_runs(client, args, runs, todo, stop):
     line says so. A run that cannot finish (it raised, or its workers died allowed-failures times) raises RunFailed
     once the others stop."""
     import distributed
-    started, starts, told, failure = [], Counter(), 0, None
+    run_starts = []  # each run as a worker starts it: a run that starts twice is retried
+    said_retried = set()
+    failure = None
     stop_event = distributed.Event(f"{PROG} stop {uuid.uuid4()}", client)
-    client.subscribe_topic(RUN_STARTED, lambda event: started.append(Run(*event[1])))
+    client.subscribe_topic(RUN_STARTED, lambda event: run_starts.append(Run(*event[1])))
     futures = {client.submit(train_on_worker, args, runs[index], stop_event.name, pure=False): index for index in todo}
     pending = set(futures)
     try:
         while pending:
             if stop.is_set():
                 stop_event.set()
-            for run in started[told:]:
-                told, starts[run] = told + 1, starts[run] + 1
-                if starts[run] == 2:
-                    print(f"{PROG}: the worker of {describe(run)} was lost: the run is retried", file=sys.stderr)
+            retried = {run for run, starts in Counter(run_starts).items() if starts > 1} - said_retried
+            for run in retried:
+                print(f"{PROG}: the worker of {describe(run)} was lost: the run is retried", file=sys.stderr)
+            said_retried |= retried
             try:
                 done, pending = distributed.wait(pending, timeout=POLL_EVERY, return_when="FIRST_COMPLETED")
             except TimeoutError:
@@ -755,7 +887,8 @@ def cluster_runs(client, args, runs, todo, stop):
             except OSError as error:  # such as the scheduler of --scheduler gone
                 raise RunFailed("the sweep's cluster was lost", error) from None
             for future in done:
-                index, result = futures.pop(future), None
+                index = futures.pop(future)
+                result = None
                 if future.status == "error":
                     failure = failure or RunFailed(f"{describe(runs[index])} could not finish", future.exception())
                     stop_event.set()
@@ -775,27 +908,27 @@ def cluster_runs(client, args, runs, todo, stop):
 def train_on_worker(args, run, stop_name):
     """A run of a sweep on a Dask worker, in one of its threads: its result, or None if the sweep's Event stopped it."""
     import distributed
-    stop = EventLooks(distributed.Event(stop_name))
+    stop = ThrottledEvent(distributed.Event(stop_name))
     if stop.is_set():  # a run that a worker takes after the stop
         return None
     distributed.get_client().log_event(RUN_STARTED, list(run))  # the client's, which waits until the scheduler has it
     torch.set_num_threads(1)
     quiet_known_warnings()
-    outputs = RunOutputs(args, run)
-    with contextlib.redirect_stdout(io.StringIO()):  # the tutorial's lines are a single run's
-        train_run(args, outputs, stop)
-    return None if stop.is_set() else run_result(outputs)
+    return train_sweep_run(args, run, stop)
 
 
-class EventLooks:
+class ThrottledEvent:
     """A distributed.Event as a run's stop. Each look asks the scheduler, so it looks a few times a second at most."""
 
     def __init__(self, event):
-        self.event, self.next_look, self.seen = event, 0.0, False
+        self.event = event
+        self.next_look = 0.0
+        self.seen = False
 
     def is_set(self):
         if not self.seen and time.monotonic() >= self.next_look:
-            self.next_look, self.seen = time.monotonic() + POLL_EVERY, self.event.is_set()
+            self.next_look = time.monotonic() + POLL_EVERY
+            self.seen = self.event.is_set()
         return self.seen
 
 
@@ -815,15 +948,43 @@ def sweep_settings(args):
     return {"--env-id": args.env_id, "--max-episodes": args.max_episodes, "--eval-episodes": args.eval_episodes}
 
 
+@contextlib.contextmanager
+def opened_record(args, size):
+    """The record beside --history, open for a line per finished run, or None without --history. A new sweep's starts
+    with its settings; a resumed one's goes on after its `size` bytes of whole lines, past a torn last line."""
+    if not args.history:
+        yield None
+        return
+    path = record_path(args.history)
+    os.makedirs(os.path.dirname(os.path.realpath(path)), exist_ok=True)
+    with open(path, "ab" if args.resume else "wb", buffering=0) as record:
+        if not args.resume:
+            append_line(record, json.dumps(sweep_settings(args)))
+        elif record.tell() > size:
+            record.truncate(size)
+        yield record
+
+
+def append_line(file, line):
+    """Writes a line at the end of an unbuffered file, whose write may take only a part, as on a disk that fills."""
+    data = memoryview((line + "\n").encode())
+    try:
+        while data:
+            data = data[file.write(data):]
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, file.name) from None  # a failed write names no file
+
+
 def read_record(args):
-    """--resume: the runs of the record beside --history, {index: result}, and the length of its whole lines; or a
+    """--resume: the runs of the record beside --history, {index: result}, and the size of its whole lines; or a
     UsageError if it cannot be read or is another sweep's. A torn last line (a kill as it was written) is left out."""
-    path, runs = record_path(args.history), planned_runs(args)
+    path = record_path(args.history)
+    runs = planned_runs(args)
     try:
         with open(path, "rb") as f:
             text = f.read().decode()
-    except (OSError, UnicodeError) as e:
-        raise UsageError(f"--resume: cannot read {path} ({getattr(e, 'strerror', None) or e})") from None
+    except (OSError, UnicodeError) as error:
+        raise UsageError(f"--resume: cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
     whole = text[:text.rfind("\n") + 1]
     try:
         settings, *lines = map(json.loads, whole.splitlines())
@@ -851,6 +1012,43 @@ def finished_run(line):
                  "rows": rows}
 
 
+def write_sweep_plot(path, settings, threshold, title):
+    """Above, the running reward of each run, thin, and each setting's median, bold, which holds a run that has ended
+    at its last value. Below, each setting's share of seeds solved by each episode, with its 95 % pointwise Wilson
+    band: an unsolved run never counts, so the share may stop below 1. `settings`: {label: the results of its runs}."""
+    colors = dict(zip(settings, itertools.cycle(f"C{i}" for i in range(10))))
+    last = max(len(result["rows"]) for results in settings.values() for result in results)
+
+    def running_rewards(ax):
+        for label, results in settings.items():
+            curves = [[row.running_reward for row in result["rows"]] for result in results]
+            for curve in curves:
+                ax.plot(range(1, len(curve) + 1), curve, color=colors[label], alpha=0.3, lw=0.8)
+            longest = max(map(len, curves))
+            median = np.median([curve + curve[-1:] * (longest - len(curve)) for curve in curves], axis=0)
+            ax.plot(range(1, longest + 1), median, color=colors[label], lw=2.5,
+                    label=f"{label}: median of {len(curves)} seeds")
+        ax.grid(alpha=0.3)
+
+    def shares_solved(ax):
+        for label, results in settings.items():
+            episodes, solved = solved_by_episode(results, last)
+            low, high = zip(*(wilson_interval(count, len(results)) for count in solved))
+            ax.step(episodes, np.divide(solved, len(results)), where="post", color=colors[label], lw=2,
+                    label=f"{label}: {solved[-1]} of {len(results)} seeds solved")
+            ax.fill_between(episodes, low, high, step="post", color=colors[label], alpha=0.15, lw=0)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    figure(path, title, [("running reward", threshold, running_rewards),
+                         ("share of seeds solved", None, shares_solved)])
+
+
+def solved_by_episode(results, last):
+    """How many runs had solved by each episode, as steps from 0 to `last`: (episodes, counts). Unsolved never count."""
+    solved = sorted(result["episodes"] for result in results if result["solved"])
+    return [0, *solved, last], [0, *range(1, len(solved) + 1), len(solved)]
+
+
 # --- A sweep's statistics: how often and how fast each setting solves, and which is faster --
 def wilson_interval(solved, runs):
     """The 95 % interval (low, high) of the share solved, `solved` of `runs`, by Wilson's score method."""
@@ -863,7 +1061,8 @@ def median_interval(episodes, max_episodes):
     unsolved run counts as more than max_episodes); and from 6 runs on the distribution-free interval of order
     statistics [X(l), X(n + 1 - l)] that holds it with at least 95 % confidence, else None."""
     from scipy.stats import binom
-    ranked, low = np.sort(episodes), int(binom.ppf(0.025, len(episodes), 0.5))
+    ranked = np.sort(episodes)
+    low = int(binom.ppf(0.025, len(episodes), 0.5))
     median = float(np.median(np.minimum(ranked, max_episodes))), bool(np.isinf(np.median(ranked)))
     return median, (ranked[low - 1], ranked[-low]) if low else None
 
@@ -883,9 +1082,14 @@ def verdict(a_label, a, b_label, b):
         return f"{a_label} and {b_label}: too few seeds to tell apart (it takes 6 runs of each)"
     chance = chance_faster(a, b)
     low, high = bootstrap((a, b), chance_faster, method="percentile", rng=np.random.default_rng(0)).confidence_interval
-    if high < 0.5:
-        (a_label, b_label), (chance, low, high) = (b_label, a_label), (1 - chance, 1 - high, 1 - low)
-    share, interval = f"{100 * chance:.0f} %", f"[{100 * low:.0f}, {100 * high:.0f}]"
+    if high < 0.5:  # B is the faster: said of B against A
+        return verdict_words(b_label, a_label, 1 - chance, 1 - high, 1 - low)
+    return verdict_words(a_label, b_label, chance, low, high)
+
+
+def verdict_words(a_label, b_label, chance, low, high):
+    share = f"{100 * chance:.0f} %"
+    interval = f"[{100 * low:.0f}, {100 * high:.0f}]"
     if low <= 0.5 <= high:
         return f"{a_label} and {b_label}: not told apart ({share} {interval})"
     return f"{a_label} solves faster than {b_label} in {share} of seed pairs {interval}"
@@ -903,7 +1107,9 @@ def setting_row(setting, finished, episodes, planned, max_episodes):
         span = f"{shown(episodes.min())} to {shown(episodes.max())}"
         share = f"{solved}/{len(finished)} [{'{:.2f}, {:.2f}'.format(*wilson_interval(solved, len(finished)))}]"
         row += f" {share:>22}  {median:<31} {span:<14} {np.mean([result['score'] for result in finished]):.1f}"
-    return row + (f"  ({planned - len(finished)} runs unfinished)" if len(finished) < planned else "")
+    if len(finished) < planned:
+        row += f"  ({planned - len(finished)} runs unfinished)"
+    return row
 
 
 def results_by_setting(runs, results):
@@ -916,34 +1122,43 @@ def summary_lines(runs, results, max_episodes):
     """A row per setting, from its finished runs, the methods in words, then each setting against the one whose median
     is lowest (the first such). A sweep that has not finished says so first."""
     by_setting = results_by_setting(runs, results)
-    lines = [f"Partial: the statistics of the {len(results)} finished runs of {len(runs)}"] * (len(results) < len(runs))
+    lines = []
+    if len(results) < len(runs):
+        lines.append(f"Partial: the statistics of the {len(results)} finished runs of {len(runs)}")
     lines.append(f"{'lr':>8} {'gamma':>6} {'solved [95 % interval]':>22}  {'median episodes [95 % interval]':<31} "
                  f"{'range':<14} trained agent, mean return")
     episodes = {setting: np.array([result["episodes"] if result["solved"] else np.inf for result in finished])
                 for setting, finished in by_setting.items()}
     lines += [setting_row(setting, finished, episodes[setting], sum(run[:2] == setting for run in runs), max_episodes)
               for setting, finished in by_setting.items()]
-    lines += METHODS[:2]
+    lines += TABLE_METHODS
     episodes = {setting: episodes for setting, episodes in episodes.items() if len(episodes)}
     if len(episodes) > 1:
-        varies = [len({setting[i] for setting in episodes}) > 1 for i in (0, 1)]
-        label = lambda setting: ", ".join(  # noqa: E731
-            f"{name} {value!r}" for name, value, shown in zip(("lr", "gamma"), setting, varies) if shown)
         best = min(episodes, key=lambda setting: np.median(episodes[setting]))
-        lines += [*METHODS[2:], *(verdict(label(best), episodes[best], label(setting), episodes[setting])
-                                      for setting in episodes if setting != best)]
+        varies = [len({setting[i] for setting in episodes}) > 1 for i in (0, 1)]
+        lines += VERDICT_METHODS
+        best_label = setting_label(best, varies)
+        lines += [verdict(best_label, episodes[best], setting_label(setting, varies), episodes[setting])
+                  for setting in episodes if setting != best]
     return lines
 
 
-METHODS = [  # under the table: its first two lines, then the others above the verdicts
+def setting_label(setting, varies):
+    """The values of (lr, gamma) that vary across the sweep, such as "lr 0.01"."""
+    return ", ".join(f"{name} {value!r}" for name, value, shown in zip(("lr", "gamma"), setting, varies) if shown)
+
+
+TABLE_METHODS = [
     "solved: with Wilson's 95 % interval. median: an unsolved run counts as more than --max-episodes (>N: a bound);",
     "its 95 % interval, from order statistics, assumes no distribution of the runs and takes 6 of them or more.",
+]
+VERDICT_METHODS = [
     "A faster than B in N % of seed pairs: of each pair of a run of A and one of B, the share where A's solves in",
     "fewer episodes (a tie counts half), with a 95 % bootstrap interval; not told apart while that holds 50 %.",
 ]
 
 
-# --- The command line: its checks, what each command does, and the edge --------------
+# --- The command line: its types and its checks, before anything is written ----------
 class UsageError(Exception):
     pass
 
@@ -953,7 +1168,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")  # one line, no usage dump, like every other bad input
 
 
-def numbers(kind, allowed, rule):
+def number_list(kind, allowed, rule):
     """An argparse type: one value, or several separated by commas, each `allowed` and listed once."""
     def parse(text):
         try:
@@ -969,7 +1184,7 @@ def numbers(kind, allowed, rule):
     return parse
 
 
-def count(text):
+def positive_int(text):
     """An argparse type: a whole number, 1 or more."""
     try:
         value = int(text)
@@ -980,7 +1195,7 @@ def count(text):
     return value
 
 
-def path(text):
+def user_path(text):
     """An argparse type: a path, whose leading ~ expands as the shell would (a shell leaves it as it is after --x=)."""
     return os.path.expanduser(text)
 
@@ -992,54 +1207,44 @@ def seed_list(text):
     seeds = []
     for part in text.split(","):
         bounds = part.split("-")  # a seed, or a range's first and last
-        if len(bounds) > 2 or not all(b.strip().isdecimal() for b in bounds):
+        if len(bounds) > 2 or not all(bound.strip().isdecimal() for bound in bounds):
             raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
         if int(bounds[-1]) < int(bounds[0]):
             raise argparse.ArgumentTypeError(f"{text!r}: the range {part!r} goes backwards")
         seeds += range(int(bounds[0]), int(bounds[-1]) + 1)
-    twice = [seed for seed, count in Counter(seeds).items() if count > 1]
+    twice = [seed for seed, times in Counter(seeds).items() if times > 1]
     if twice:
         raise argparse.ArgumentTypeError(f"{text!r}: seed {twice[0]} is listed twice")
     return seeds
 
 
-def check_spaces(env_id, env):
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise UsageError(f"--env-id {env_id}: the action space must be Discrete, not {env.action_space}")
-    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        raise UsageError(f"--env-id {env_id}: the observation must be a flat Box, not {env.observation_space}")
+def given_flags(argv):
+    """The flags on the command line, whatever their values: --no-render counts as --render."""
+    return {arg.split("=")[0].replace("--no-", "--") for arg in argv if arg.startswith("--")}
 
 
-def check_inputs(args):
-    """Every check that bad input can fail, before anything is written. Returns what the command starts from: the env
-    and policy of --play's checkpoint, or the runs that --resume finds finished and the length of the record's whole
-    lines."""
-    check_flags(args)
+def check_inputs(args, given):
+    """Every check that bad input can fail, before anything is written, but for --play's checkpoint and --resume's
+    record, which their commands read first."""
+    check_flags(args, given)
     if args.watch:
         check_display()
     if not args.play:
         make_env(args.env_id).close()
     check_outputs(args)
-    if args.play:
-        return load_checkpoint(args.play)
-    return read_record(args) if args.resume else ({}, None)
 
 
-def check_flags(args):
-    """Flags that do not go together, and values out of range. A flag counts as given where it differs from its
-    default."""
-    sweep, defaults = args.seeds is not None, vars(parse_args([]))
-    given = {"--" + name.replace("_", "-") for name, value in vars(args).items() if value != defaults[name]}
+def check_flags(args, given):
+    """Flags given that do not go together, and values out of range."""
+    sweep = args.seeds is not None
     only_for = "a single run, not to --seeds" if sweep else "--seeds"
     for flag in ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume", "--scheduler"):
         if flag in given:
             raise UsageError(f"{flag} applies to {only_for}")
-    for flag in ("--env-id", "--tensorboard", "--save-model", "--history", "--plot") if args.play else ():
-        if flag in given:
-            raise UsageError(f"{flag} applies to training, not to --play")
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        raise UsageError("torchrun is not needed: --seeds starts its own workers, and runs on several machines with "
-                         "a Dask cluster and --scheduler (see the README)")
+    if args.play:
+        for flag in ("--env-id", "--tensorboard", "--save-model", "--history", "--plot"):
+            if flag in given:
+                raise UsageError(f"{flag} applies to training, not to --play")
     if args.scheduler and args.workers:
         raise UsageError("--workers applies to the cluster on this machine: that of --scheduler has its own")
     if args.resume and not args.history:
@@ -1047,7 +1252,7 @@ def check_flags(args):
     for flag, values in (("--gamma", args.gamma), ("--lr", args.lr)):
         if len(values) > 1 and not sweep:
             raise UsageError(f"argument {flag}: several values need --seeds")
-    needs = {"--render": (records(args), ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
+    needs = {"--render": (records_clips(args), ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
              "--tensorboard": (args.tensorboard, ("tensorboard",), "tensorboard", "")}
     for flag, (used, modules, packages, otherwise) in needs.items():
         if used and not all(importlib.util.find_spec(module) for module in modules):
@@ -1060,27 +1265,40 @@ def check_display():
     import pygame
     try:
         pygame.display.init()  # HumanRendering will open its window on this display
-    except pygame.error as e:
-        raise UsageError(f"--watch: cannot open a window ({e})") from None
+    except pygame.error as error:
+        raise UsageError(f"--watch: cannot open a window ({error})") from None
+
+
+def check_spaces(env_id, env):
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UsageError(f"--env-id {env_id}: the action space must be Discrete, not {env.action_space}")
+    if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        raise UsageError(f"--env-id {env_id}: the observation must be a flat Box, not {env.observation_space}")
 
 
 def check_outputs(args):
     """Every file and folder that the command writes can be written, no two share a path, and a sweep replaces no
     record of finished runs."""
-    sweep, record = args.seeds is not None, args.history and record_path(args.history)
+    sweep = args.seeds is not None
+    record = args.history and record_path(args.history)
     files = {"--save-model": args.save_model, "--plot": args.plot, "--history": args.history,
              "--history's record": sweep and record}
-    folders = {"--video-dir": records(args) and args.video_dir, "--tensorboard": args.tensorboard}
-    runs = [] if args.play else planned_runs(args) if sweep else [Run(args.lr[0], args.gamma[0], args.seed)]
+    folders = {"--video-dir": records_clips(args) and args.video_dir, "--tensorboard": args.tensorboard}
+    if args.play:
+        runs = []
+    elif sweep:
+        runs = planned_runs(args)
+    else:
+        runs = [Run(args.lr[0], args.gamma[0], args.seed)]
     run_folders = {f"{flag}'s folder for {describe(run)}": os.path.join(folder, run_folder(args, run))
                    for flag, folder in folders.items() if folder for run in runs}
-    paths = {}
-    for flag, path in {**files, **folders, **run_folders}.items():
-        if path:
-            check_writable(flag, path, is_folder=flag not in files)
-            other = paths.setdefault(os.path.realpath(path), flag)
+    flags_by_path = {}
+    for flag, output in {**files, **folders, **run_folders}.items():
+        if output:
+            check_writable(flag, output, is_folder=flag not in files)
+            other = flags_by_path.setdefault(os.path.realpath(output), flag)
             if other != flag:
-                raise UsageError(f"{flag} {path}: {other} writes there too")
+                raise UsageError(f"{flag} {output}: {other} writes there too")
     if sweep and record and not args.resume and os.path.isfile(record):
         with open(record, "rb") as f:
             if len(f.read().splitlines()) > 1:
@@ -1088,17 +1306,17 @@ def check_outputs(args):
                                  f"to start afresh")
 
 
-def check_writable(flag, path, is_folder):
-    """Proves that `path` can be written, creating nothing: a device or a FIFO takes writes, or the nearest folder on
-    the path that exists takes a file. Opening a FIFO would wait for its reader."""
-    target = os.path.realpath(path)
+def check_writable(flag, output, is_folder):
+    """Proves that `output` can be written, creating nothing: a device or a FIFO takes writes, or the nearest folder
+    on the path that exists takes a file. Opening a FIFO would wait for its reader."""
+    target = os.path.realpath(output)
     if is_folder and os.path.exists(target) and not os.path.isdir(target):
-        raise UsageError(f"{flag} {path}: is a file, not a folder")
-    if not is_folder and (os.path.isdir(target) or path.endswith(("/", os.sep))):
-        raise UsageError(f"{flag} {path}: is a folder, not a file's path")
+        raise UsageError(f"{flag} {output}: is a file, not a folder")
+    if not is_folder and (os.path.isdir(target) or output.endswith(("/", os.sep))):
+        raise UsageError(f"{flag} {output}: is a folder, not a file's path")
     if os.path.exists(target) and not os.path.isfile(target) and not is_folder:
         if not os.access(target, os.W_OK):
-            raise UsageError(f"{flag} {path}: cannot be written")
+            raise UsageError(f"{flag} {output}: cannot be written")
         return
     folder = target if is_folder else os.path.dirname(target)
     while not os.path.exists(folder) and folder != os.path.dirname(folder):  # up to the root, or a missing drive
@@ -1106,180 +1324,27 @@ def check_writable(flag, path, is_folder):
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except OSError as e:
-        raise UsageError(f"{flag} {path}: cannot be created or written ({e.strerror or e})") from None
+    except OSError as error:
+        raise UsageError(f"{flag} {output}: cannot be created or written ({error.strerror or error})") from None
 
 
-def load_checkpoint(path):
+def load_checkpoint(checkpoint):
     """The env and the policy of a --save-model checkpoint, or a UsageError."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        env_id, weights = saved["info"]["env_id"], saved["policy"]
-    except OSError as e:
-        raise UsageError(f"--play {path}: {e.strerror}") from None
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        env_id = saved["info"]["env_id"]
+        weights = saved["policy"]
+    except OSError as error:
+        raise UsageError(f"--play {checkpoint}: {error.strerror}") from None
     except Exception:
-        raise UsageError(f"--play {path}: not a checkpoint written by --save-model") from None
+        raise UsageError(f"--play {checkpoint}: not a checkpoint written by --save-model") from None
     env = make_env(env_id)
     policy = Policy(env.observation_space.shape[0], int(env.action_space.n))
     try:
         policy.load_state_dict(weights)
     except Exception:
-        raise UsageError(f"--play {path}: its weights do not fit a policy for {env_id}") from None
+        raise UsageError(f"--play {checkpoint}: its weights do not fit a policy for {env_id}") from None
     return env, policy
-
-
-def train_and_report(args, stop):
-    """A single run, and all it leaves: the plot and the checkpoint are written however it ends, each on its own, and
-    the files that could not be written raise together. Returns the exit status."""
-    run, failures = Run(args.lr[0], args.gamma[0], args.seed), []
-    with contextlib.closing(LineFile(args.history, HISTORY_HEADER)) as history:
-        outputs = RunOutputs(args, run, lambda row: history.add(history_lines(run, [row])))
-        for step in (lambda: train_run(args, outputs, stop), outputs.write_plot, outputs.write_checkpoint):
-            try:
-                step()
-            except OSError as error:  # in training, a file it cannot write stops the run, as a signal does
-                failures.append(error)
-    if outputs.scores:
-        print(f"Trained agent, {len(outputs.scores)} episodes in eval mode: {describe_returns(outputs.scores)}")
-    if stop.is_set():
-        print(f"Stopped by {stop.words}: trained {len(outputs.rows)} episodes")
-    elif not outputs.solved and len(outputs.rows) == args.max_episodes:
-        print(f"Not solved in {len(outputs.rows)} episodes (--max-episodes {args.max_episodes})")
-    if failures:
-        raise ExceptionGroup("files that could not be written", failures)
-    return 0 if outputs.solved else 1
-
-
-def play(args, env, policy, stop):
-    env = agent_env(args, args.video_dir, "play", lambda episode: True, env)
-    results = evaluate(policy, env, args.eval_episodes, args.seed, stop, args.watch)
-    if results:
-        print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
-    if stop.is_set():
-        print(f"Stopped by {stop.words}: played {len(results)} of {args.eval_episodes} episodes")
-    return 0
-
-
-class Stop:
-    """Why the work stops before its end: the first SIGINT or SIGTERM (within `on_signals`), or a closed output. The
-    work looks at it after each step. A second signal exits at once, but never in the middle of a file: a thread that
-    writes one holds the signals (signals_held), so the signal is sent to it again, to come once the file is whole."""
-
-    def __init__(self):
-        self.status = self.words = None
-
-    def is_set(self):
-        return self.status is not None
-
-    def set(self, status, words):
-        if not self.is_set():
-            self.status, self.words = status, words
-
-    @contextlib.contextmanager
-    def on_signals(self):
-        previous = {signum: signal.signal(signum, self.handle) for signum in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def handle(self, signum, frame):
-        if not self.is_set():
-            self.set(128 + signum, signal.Signals(signum).name)
-        elif hasattr(signal, "pthread_sigmask") and signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
-            signal.pthread_kill(threading.main_thread().ident, signum)  # held until the file is whole
-        else:
-            exit_at_once(signum)
-
-
-def exit_at_once(signum):
-    """Ends this process now, and the processes it started, such as a sweep's workers. It waits for none to end: its
-    threads would start them again meanwhile, as Dask's nanny does a worker and multiprocessing its resource tracker."""
-    import psutil
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    with contextlib.suppress(OSError, ValueError):  # not print(): the main thread may be in the middle of one
-        os.write(sys.stdout.fileno(), f"Stopped at once by a second {signal.Signals(signum).name}\n".encode())
-    os._exit(128 + signum)
-
-
-class StopOnClosedPipe:
-    """Standard output, except that a reader that goes away (as after `| head`) stops the work quietly, as Unix tools
-    stop: the rest of the output goes to the null device, instead of a BrokenPipeError's traceback."""
-
-    def __init__(self, stream, stop):
-        self.stream, self.stop = stream, stop
-
-    def write(self, text):
-        self.guarded(self.stream.write, text)
-        return len(text)
-
-    def flush(self):
-        self.guarded(self.stream.flush)
-
-    def guarded(self, call, *args):
-        try:
-            call(*args)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-            self.stop.set(141, "a closed pipe")  # 128 + SIGPIPE, as a shell tells of a pipe's writer that it ended
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-def quiet_known_warnings():
-    # CartPole-v0 is the tutorial's choice, and reruns replace clips of the same name on purpose.
-    warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
-
-
-def main(argv=None):
-    """The script on the command line `argv`, and the edge: each failure is one line on stderr, and each ending has
-    its exit status. What it changes in this process (signals, stdout, SDL's driver) it undoes before it returns."""
-    quiet_known_warnings()
-    torch.set_num_threads(1)  # tensors this small gain nothing from sharing; a thread team stalls beside a busy process
-    stop, status = Stop(), None
-    try:
-        args = parse_args(argv)
-        output = StopOnClosedPipe(sys.stdout, stop)
-        with sdl_video_driver(args.watch), stop.on_signals(), contextlib.redirect_stdout(output):
-            start = check_inputs(args)
-            if args.play:
-                status = play(args, *start, stop)
-            elif args.seeds is None:
-                status = train_and_report(args, stop)
-            else:
-                status = sweep(args, stop, start)
-    except* UsageError as group:
-        print(f"{PROG}: error: {group.exceptions[0]}", file=sys.stderr)
-        status = 2
-    except* OSError as group:
-        for error in group.exceptions:
-            print(f"{PROG}: cannot write {error.filename}: {error.strerror or error}", file=sys.stderr)
-        status = 3
-    except* RunFailed as group:
-        print(f"{PROG}: {group.exceptions[0]}", file=sys.stderr)
-        status = 4
-    return stop.status if stop.is_set() and status != 2 else status
-
-
-@contextlib.contextmanager
-def sdl_video_driver(watch):
-    """SDL, which draws the frames, draws off-screen, without a word about displays; with --watch on Linux, on the
-    display alone, which fails where SDL would draw off-screen instead of opening a window. The user's choice stays."""
-    given = os.environ.get("SDL_VIDEODRIVER")
-    displays = [name for name, variable in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.getenv(variable)]
-    if not given and (not watch or sys.platform.startswith("linux")):
-        os.environ["SDL_VIDEODRIVER"] = ",".join(displays) if watch else "dummy"
-    try:
-        yield
-    finally:
-        if given is None:
-            os.environ.pop("SDL_VIDEODRIVER", None)
-        else:
-            os.environ["SDL_VIDEODRIVER"] = given
 
 
 if __name__ == "__main__":

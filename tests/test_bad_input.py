@@ -176,11 +176,6 @@ def test_a_tensorboard_folder_that_cannot_be_created(capsys, tmp_path):
     assert os.listdir(tmp_path) == ["a-file"]
 
 
-def test_under_torchrun_the_script_points_to_dask(capsys, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
-    assert_one_line_error(capsys, rc.main(["--seeds", "0-3"]), "torchrun is not needed", "--scheduler")
-
-
 @pytest.mark.parametrize("flag", ["--save-model", "--history", "--plot"])
 def test_output_files_that_cannot_be_written(flag, tmp_path, capsys):
     blocker = tmp_path / "a-file"

@@ -1,5 +1,5 @@
 """--resume and the sweep's record, beside --history: a resumed sweep only appends to the record, so that a failure at
-any point loses no run that it held; a record that cannot be read, or is another sweep's, is refused with one line
+any point loses no run that it held (a line cut short by it is dropped by the next --resume); a record that cannot be read, or is another sweep's, is refused with one line
 and changes nothing; a torn last line (a kill while it was written) is dropped, and its run trained again; and a sweep
 without --resume does not replace a record of finished runs."""
 
@@ -115,7 +115,8 @@ def test_a_sweep_without_resume_does_not_replace_a_record_of_finished_runs(refer
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="limits a process's file size (RLIMIT_FSIZE)")
 def test_a_resume_that_fails_partway_loses_no_run_and_resume_goes_on(reference_sweep, tmp_path):
     """Every file may grow to a little more than the record holds: --history, written anew from the record, fits, and
-    the first new run's line does not. The record keeps every run it held; the next --resume ends the sweep."""
+    the first new run's line does not. The record keeps every run it held, and the line cut short after them is
+    dropped by the next --resume, which ends the sweep."""
     import resource
     import subprocess
     before = stopped_sweep(tmp_path, reference_sweep)
@@ -129,9 +130,12 @@ def test_a_resume_that_fails_partway_loses_no_run_and_resume_goes_on(reference_s
     record = rc.record_path(tmp_path / "history.csv")
     assert (failed.returncode, failed.stderr) == (3, f"reinforce_cartpole.py: cannot write {record}: File too large\n")
     assert sorted(os.listdir(tmp_path)) == sorted(before), "no temporary file left"
-    assert (tmp_path / "history.csv.jsonl").read_bytes() == before["history.csv.jsonl"]
+    record_after = (tmp_path / "history.csv.jsonl").read_bytes()
+    assert record_after.startswith(before["history.csv.jsonl"]) and not record_after.endswith(b"\n"), "a torn line"
     assert curves(tmp_path / "history.csv") == curves_of(before, tmp_path / "before.csv")
-    assert_equals_the_reference(resume(tmp_path), tmp_path, reference_sweep)
+    resumed = resume(tmp_path)
+    assert "was cut short, as by a kill while it was written: its run is trained again" in resumed.stdout
+    assert_equals_the_reference(resumed, tmp_path, reference_sweep)
 
 
 def curves_of(files, path):
