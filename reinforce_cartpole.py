@@ -59,6 +59,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest.mock
 import uuid
 import warnings
 from collections import Counter, namedtuple
@@ -322,8 +323,8 @@ def run_command(args, given, stop):
 
 
 class Stop:
-    """The first SIGINT or SIGTERM, within on_signals(). Once the work looks at it (look()), after each step, it only
-    sets the stop; before, as while the cluster starts, it stops at once. A second one stops at once: a
+    """The first SIGINT or SIGTERM, within on_signals(). Once the work looks at it after each step, it only
+    sets the stop; before (looked_at), as while the cluster starts, it stops at once. A second one stops at once: a
     KeyboardInterrupt that unwinds to the edge, each `finally` on its way removing its temporary file, and the clip
     being written finished first (signals_held)."""
 
@@ -334,9 +335,6 @@ class Stop:
 
     def is_set(self):
         return bool(self.signals)
-
-    def look(self):
-        self.looked_at = True
 
     @contextlib.contextmanager
     def on_signals(self):
@@ -378,21 +376,14 @@ def quiet_known_warnings():
     warnings.filterwarnings("ignore", message=".*(environment CartPole-v0 is out of date|Overwriting existing videos)")
 
 
-@contextlib.contextmanager
 def sdl_video_driver(watch):
     """SDL, which draws the frames, draws off-screen, without a word about displays; with --watch on Linux, on the
-    display alone, which fails where SDL would draw off-screen instead of opening a window. The user's choice stays."""
-    given = os.environ.get("SDL_VIDEODRIVER")
+    display alone, which fails where SDL would draw off-screen instead of opening a window. The user's choice stays,
+    and the variable is restored on leaving."""
     displays = [name for name, variable in (("x11", "DISPLAY"), ("wayland", "WAYLAND_DISPLAY")) if os.getenv(variable)]
-    if not given and (not watch or sys.platform.startswith("linux")):
-        os.environ["SDL_VIDEODRIVER"] = ",".join(displays) if watch else "dummy"
-    try:
-        yield
-    finally:
-        if given is None:
-            os.environ.pop("SDL_VIDEODRIVER", None)
-        else:
-            os.environ["SDL_VIDEODRIVER"] = given
+    if os.getenv("SDL_VIDEODRIVER") or watch and not sys.platform.startswith("linux"):
+        return contextlib.nullcontext()
+    return unittest.mock.patch.dict(os.environ, SDL_VIDEODRIVER=",".join(displays) if watch else "dummy")
 
 
 # --- One run, the trained agent's score, and the files the run leaves ---------------
@@ -403,7 +394,7 @@ Row = namedtuple("Row", "episode length episode_return running_reward seconds") 
 def train_and_report(args, stop):
     """A single run, and all it leaves: the history, the plot and the checkpoint are written however it ends, each on
     its own, and the files that could not be written raise together. Returns the exit status."""
-    stop.look()
+    stop.looked_at = True  # from here on, the work looks at the stop after each step
     outputs = RunOutputs(args, Run(args.lr[0], args.gamma[0], args.seed))
     failures = []
     for step in (lambda: train_run(args, outputs, stop), outputs.write_history, outputs.write_plot,
@@ -476,7 +467,7 @@ def agent_env(args, clips, name_prefix, episode_trigger, env=None):
 
 
 def evaluate(policy, env, episodes, seed, stop, watch):
-    """Plays the policy in eval mode (no dropout) until a stop. Returns the finished episodes' (return, length)."""
+    """Plays the policy in eval mode (no dropout) until a stop. Returns the finished episodes' returns."""
     if watch:
         import pygame  # HumanRendering draws with it, and a closed window leaves a QUIT event
     seed += 10_000_000  # clear of the training episodes' seeds, seed + episode
@@ -487,27 +478,25 @@ def evaluate(policy, env, episodes, seed, stop, watch):
             torch.manual_seed(seed + episode)
             observation, _ = env.reset(seed=seed + episode)
             total = 0.0
-            length = 0
             done = False
             while not (done or stop.is_set() or watch and pygame.event.peek(pygame.QUIT)):
                 observation, reward, terminated, truncated, _ = env.step(select_action(policy, observation))
                 total += reward
-                length += 1
                 done = terminated or truncated
             del policy.saved_log_probs[:]
             if not done:  # stopped, or the window was closed
                 break
-            results.append((total, length))
+            results.append(total)
     return results
 
 
-def describe_returns(results):
-    returns = np.array([total for total, _ in results])
+def describe_returns(returns):
+    returns = np.array(returns)
     return f"return {returns.mean():.2f} ± {returns.std():.2f} (min {returns.min():g}, max {returns.max():g})"
 
 
 def play(args, env, policy, stop):
-    stop.look()
+    stop.looked_at = True  # from here on, the work looks at the stop after each step
     env = agent_env(args, args.video_dir, "play", lambda episode: True, env)
     results = evaluate(policy, env, args.eval_episodes, args.seed, stop, args.watch)
     if results:
@@ -556,8 +545,7 @@ class RunOutputs:
             logger.attach(self.trainer, OutputHandler("episode", output_transform=self.last_curves), EPISODE_COMPLETED)
             yield
             if self.scores:
-                mean = float(np.mean([total for total, _ in self.scores]))
-                logger.writer.add_scalar("trained_agent/mean_return", mean, len(self.rows))
+                logger.writer.add_scalar("trained_agent/mean_return", float(np.mean(self.scores)), len(self.rows))
 
     def last_curves(self, output):
         row = self.rows[-1]
@@ -718,7 +706,7 @@ def sweep(args, stop, finished, record_size):
     failures = []
     started = time.monotonic()
     with dask_client(args, todo, stop) as client, opened_record(args, record_size) as record:
-        stop.look()
+        stop.looked_at = True
         try:
             for trained, (index, result) in enumerate(trained_runs(client, args, runs, todo, stop), start=1):
                 if record:
@@ -768,7 +756,7 @@ def train_sweep_run(args, run, stop):
         train_run(args, outputs, stop)
     if stop.is_set():
         return None
-    score = float(np.mean([total for total, _ in outputs.scores]))
+    score = float(np.mean(outputs.scores))
     return {"episodes": len(outputs.rows), "solved": bool(outputs.solved), "score": score, "rows": outputs.rows}
 
 
