@@ -48,12 +48,14 @@ from gymnasium.wrappers import RecordVideo
 # The port's own imports, for the second part.
 import argparse
 import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
 import io
 import itertools
 import json
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -101,7 +103,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=positive_int, metavar="N",
                    help="processes for --seeds on this machine, one a run at a time (default: the cores this process "
                         "may use, at most one per run; 1 trains in this process)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
+    p.add_argument("--scheduler", type=scheduler_address, metavar="ADDRESS",
                    help="run --seeds on the workers of the Dask cluster whose scheduler is at ADDRESS, such as "
                         "tcp://10.0.0.5:8786 (default: a cluster on this machine, which the script starts and closes)")
     p.add_argument("--video-dir", type=user_path, default="video", metavar="DIR",
@@ -319,7 +321,8 @@ def run_command(args, given, stop):
         return play(args, *load_checkpoint(args.play), stop)
     if args.seeds is None:
         return train_and_report(args, stop)
-    return sweep(args, stop, *read_record(args) if args.resume else ({}, None))
+    with record_held(args):
+        return sweep(args, stop, *read_record(args) if args.resume else ({}, None))
 
 
 class Stop:
@@ -787,14 +790,17 @@ def write_sweep_figure(args, runs, finished):
 
 
 POLL_EVERY = 0.25  # seconds between a sweep's looks at its stop, and a worker's at the sweep's Event
+CONNECT_SECONDS = 10  # at most, to connect to --scheduler
+NO_WORKER_SECONDS = 5  # a cluster without a worker for this long says so
 RUN_STARTED = "reinforce_cartpole: run started"  # the topic of the Dask event that a worker logs as it starts a run
 
 
 @contextlib.contextmanager
 def dask_client(args, todo, stop):
     """A Dask client for the runs of `todo`: of the cluster at --scheduler, whose workers must train runs as this
-    machine does; or of a LocalCluster of --workers processes of one thread, that listens on 127.0.0.1 alone and is
-    started and closed whole, whatever signal comes (Stop.held). None where the runs train in this process."""
+    machine does; or of a LocalCluster of --workers processes of one thread, on 127.0.0.1 and closed to other users
+    by TLS with temporary credentials, which starts and closes whole whatever signal comes (Stop.held). None where
+    the runs train in this process."""
     import cloudpickle
     import distributed
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -806,7 +812,8 @@ def dask_client(args, todo, stop):
         with stop.held():
             try:  # Dask's own logs say nothing that the sweep's lines do not
                 cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
-                                                   dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
+                                                   security=True, dashboard_address="127.0.0.1:0",
+                                                   silence_logs=logging.CRITICAL)
             except Exception as error:
                 raise RunFailed("the sweep's local cluster could not start", error) from None
         try:
@@ -816,10 +823,7 @@ def dask_client(args, todo, stop):
             with stop.held():
                 cluster.close()
         return
-    try:
-        client = distributed.Client(args.scheduler)
-    except OSError as error:
-        raise UsageError(f"--scheduler {args.scheduler}: {error}") from None
+    client = connected_client(args.scheduler)
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # its functions travel with the tasks: workers need not have it
     try:
@@ -828,6 +832,26 @@ def dask_client(args, todo, stop):
             yield client
     finally:
         cloudpickle.unregister_pickle_by_value(module)
+
+
+def connected_client(address):
+    """A client of the scheduler at `address`, or a UsageError within CONNECT_SECONDS: Dask bounds its connection,
+    but not its wait for the scheduler's first answer, so it waits in a thread of its own, left behind if it hangs."""
+    import distributed
+    connected = {}
+
+    def connect():
+        try:
+            connected["client"] = distributed.Client(address, timeout=CONNECT_SECONDS)
+        except Exception as error:  # whatever Dask says of an address that it cannot reach or use
+            connected["error"] = first_line(error)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(CONNECT_SECONDS)
+    if "client" not in connected:
+        raise UsageError(f"--scheduler {address}: {connected.get('error', f'no answer in {CONNECT_SECONDS} s')}")
+    return connected["client"]
 
 
 def run_environment():
@@ -860,10 +884,17 @@ def cluster_runs(client, args, runs, todo, stop):
     client.subscribe_topic(RUN_STARTED, lambda event: run_starts.append(Run(*event[1])))
     futures = {client.submit(train_on_worker, args, runs[index], stop_event.name, pure=False): index for index in todo}
     pending = set(futures)
+    waiting_since = time.monotonic()
     try:
         while pending:
             if stop.is_set():
                 stop_event.set()
+                return
+            if client.scheduler_info()["workers"]:
+                waiting_since = None
+            elif waiting_since and time.monotonic() - waiting_since > NO_WORKER_SECONDS:
+                print(f"{PROG}: the cluster has no worker: the sweep waits for one", file=sys.stderr)
+                waiting_since = None
             retried = {run for run, starts in Counter(run_starts).items() if starts > 1} - said_retried
             for run in retried:
                 print(f"{PROG}: the worker of {describe(run)} was lost: the run is retried", file=sys.stderr)
@@ -886,9 +917,12 @@ def cluster_runs(client, args, runs, todo, stop):
                 if result:
                     yield index, result
     finally:  # also where the caller ends it early, as a file it could not write does
-        stop_event.set()
-        distributed.wait(pending)  # a run stops within a step of its next look
-        client.unsubscribe_topic(RUN_STARTED)
+        with contextlib.suppress(OSError):  # a lost cluster has no run left to stop
+            stop_event.set()
+            running = set(itertools.chain(*client.processing().values()))
+            client.cancel([future for future in pending if future.key not in running])  # no worker has them: at once
+            distributed.wait([future for future in pending if future.key in running])  # each stops within a step
+            client.unsubscribe_topic(RUN_STARTED)
     if failure:
         raise failure
 
@@ -924,8 +958,11 @@ class RunFailed(Exception):
     """A run of a sweep that could not finish, or its cluster: what, and the exception's type and first line."""
 
     def __init__(self, what, error):
-        message = str(error).strip().splitlines() or [""]
-        super().__init__(f"{what}: {type(error).__name__}: {message[0]}")
+        super().__init__(f"{what}: {type(error).__name__}: {first_line(error)}")
+
+
+def first_line(error):
+    return (str(error).strip().splitlines() or [""])[0]
 
 
 def record_path(history):
@@ -934,6 +971,29 @@ def record_path(history):
 
 def sweep_settings(args):
     return {"--env-id": args.env_id, "--max-episodes": args.max_episodes, "--eval-episodes": args.eval_episodes}
+
+
+@contextlib.contextmanager
+def record_held(args):
+    """The record beside --history, held by this sweep alone for its whole life: a second sweep on it is refused. The
+    lock is a file in the temporary folder, named after the record's real path, which goes before the lock does, so
+    that a later sweep makes its own; nothing is created beside the record before it is opened."""
+    if not args.history:
+        yield
+        return
+    import filelock
+    record = os.path.realpath(record_path(args.history)).encode()
+    lock_path = os.path.join(tempfile.gettempdir(), f"{PROG}-{hashlib.sha256(record).hexdigest()[:16]}.lock")
+    try:
+        lock = filelock.FileLock(lock_path, blocking=False).acquire()
+    except filelock.Timeout:
+        raise UsageError(f"{record_path(args.history)} is in use by another sweep") from None
+    with lock:
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # Windows removes it itself, as the lock goes
+                os.remove(lock_path)
 
 
 @contextlib.contextmanager
@@ -965,39 +1025,65 @@ def append_line(file, line):
 
 def read_record(args):
     """--resume: the runs of the record beside --history, {index: result}, and the size of its whole lines; or a
-    UsageError if it cannot be read or is another sweep's. A torn last line (a kill as it was written) is left out."""
+    UsageError that names its line and what is wrong. A torn last line (a kill as it was written) is left out."""
     path = record_path(args.history)
     runs = planned_runs(args)
+    largest = 1000 + len(runs) * (1000 + 100 * args.max_episodes)  # more than a sweep of this size writes
+    if os.path.exists(path) and not os.path.isfile(path) or os.path.isfile(path) and os.path.getsize(path) > largest:
+        raise UsageError(f"--resume: {path} is not a file that a sweep of these runs writes")
     try:
         with open(path, "rb") as f:
             text = f.read().decode()
     except (OSError, UnicodeError) as error:
         raise UsageError(f"--resume: cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
     whole = text[:text.rfind("\n") + 1]
-    try:
-        settings, *lines = map(json.loads, whole.splitlines())
-        finished = dict(map(finished_run, lines))
-        differ = [(flag, settings[flag], now) for flag, now in sweep_settings(args).items() if settings[flag] != now]
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--resume: {path} is not the record of a sweep's runs") from None
-    for flag, was, now in differ:
-        raise UsageError(f"--resume: the runs in {path} had {flag} {was}, not {now}")
-    for run in finished:
+    finished = {}
+    for number, line in enumerate(whole.splitlines(), start=1):
+        try:
+            if number == 1:
+                check_sweep_settings(json.loads(line), args, path)
+                continue
+            run, result = finished_run(json.loads(line), args.max_episodes)
+        except (ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"--resume: {path} line {number}: {error}") from None
         if run not in runs:
             raise UsageError(f"--resume: {path} has a run that this sweep does not: {describe(run)}")
+        if runs.index(run) in finished:
+            raise UsageError(f"--resume: {path} line {number}: a second line for {describe(run)}")
+        finished[runs.index(run)] = result
     if whole != text:
         print(f"The last line of {path} was cut short, as by a kill while it was written: its run is trained again")
-    return {runs.index(run): result for run, result in finished.items()}, len(whole.encode())
+    return finished, len(whole.encode())
 
 
-def finished_run(line):
-    """(Run, result) of a line of a sweep's record, or a ValueError, KeyError or TypeError."""
-    run = Run(float(line["lr"]), float(line["gamma"]), int(line["seed"]))
-    rows = [Row(int(e), int(n), float(r), float(rr), float(s)) for e, n, r, rr, s in line["rows"]]
-    if not rows or rows[-1].episode != line["episodes"]:
-        raise ValueError("not a finished run's rows")
-    return run, {"episodes": rows[-1].episode, "solved": bool(line["solved"]), "score": float(line["score"]),
-                 "rows": rows}
+def check_sweep_settings(settings, args, path):
+    if not isinstance(settings, dict) or set(settings) != set(sweep_settings(args)):
+        raise ValueError("not the settings of a sweep")
+    for flag, now in sweep_settings(args).items():
+        if settings[flag] != now:
+            raise UsageError(f"--resume: the runs in {path} had {flag} {settings[flag]}, not {now}")
+
+
+def finished_run(line, max_episodes):
+    """(Run, result) of a line of a sweep's record, as a sweep writes it; else a ValueError that says what is wrong."""
+    if not isinstance(line, dict) or set(line) != {"lr", "gamma", "seed", "episodes", "solved", "score", "rows"}:
+        raise ValueError("not a finished run")
+    rows = line["rows"]
+    if not isinstance(rows, list) or not all(isinstance(row, list) and len(row) == 5 for row in rows):
+        raise ValueError("its rows are not a run's rows")
+    if not all(type(value) in (int, float) and math.isfinite(value)
+               for value in [line["lr"], line["gamma"], line["score"], *itertools.chain(*rows)]):
+        raise ValueError("a value is not a finite number")
+    if not all(type(value) is int for value in [line["seed"], line["episodes"], *(row[0] for row in rows),
+                                                  *(row[1] for row in rows)]):
+        raise ValueError("a seed, an episode or a length is not a whole number")
+    if type(line["solved"]) is not bool:
+        raise ValueError("solved is not true or false")
+    if not 1 <= line["episodes"] <= max_episodes or [row[0] for row in rows] != list(range(1, line["episodes"] + 1)):
+        raise ValueError(f"its episodes are not numbered 1, 2, 3, ... to at most --max-episodes {max_episodes}")
+    run = Run(line["lr"], line["gamma"], line["seed"])
+    return run, {"episodes": line["episodes"], "solved": line["solved"], "score": line["score"],
+                 "rows": [Row(*row) for row in rows]}
 
 
 def write_sweep_plot(path, settings, threshold, title):
@@ -1204,6 +1290,15 @@ def seed_list(text):
     if twice:
         raise argparse.ArgumentTypeError(f"{text!r}: seed {twice[0]} is listed twice")
     return seeds
+
+
+def scheduler_address(text):
+    """An argparse type: a Dask scheduler's address, tcp://HOST:PORT or tls://HOST:PORT."""
+    scheme, _, place = text.partition("://")
+    host, _, port = place.rpartition(":")
+    if scheme not in ("tcp", "tls") or not host or not port.isdecimal():
+        raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT or tls://HOST:PORT, not {text!r}")
+    return text
 
 
 def given_flags(argv):

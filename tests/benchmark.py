@@ -109,7 +109,7 @@ def training_throughput(seeds, episodes, repeats):
 def port_with_gc_after_each_clip(**kwargs):
     """The port, but with RecordVideo's default gc_trigger: a gc.collect() after every clip."""
     wrap_env = rc.wrap_env
-    rc.wrap_env = lambda env, folder: rc.ClipRecorder(env, folder, disable_logger=True)
+    rc.wrap_env = lambda env, folder, **options: rc.ClipRecorder(env, folder, disable_logger=True, **options)
     try:
         return run_port(**kwargs)
     finally:

@@ -62,15 +62,46 @@ def not_a_run(record):
     return [*record[:-1], "not a run"]
 
 
+def changed(key, value):
+    """A record whose last run has `value` at `key`, as a hand edit leaves it."""
+    def tamper(record):
+        return [*record[:-1], {**record[-1], key: value}]
+    return tamper
+
+
+def renumbered(episodes):
+    """A record whose last run's rows are numbered `episodes`, its count of episodes the last of them."""
+    def tamper(record):
+        rows = [[episode, *record[-1]["rows"][0][1:]] for episode in episodes]
+        return [*record[:-1], {**record[-1], "rows": rows, "episodes": rows[-1][0]}]
+    return tamper
+
+
+def twice(record):
+    return [*record, {**record[-1], "score": record[-1]["score"] + 1}]
+
+
 @pytest.mark.parametrize("args,tamper,words", [
     (("--max-episodes", 50), None, "the runs in {record} had --max-episodes 40, not 50"),
     (("--eval-episodes", 5), None, "the runs in {record} had --eval-episodes 10, not 5"),
     (("--env-id", "Acrobot-v1"), None, "the runs in {record} had --env-id CartPole-v0, not Acrobot-v1"),
     (("--lr", "0.01"), None, "{record} has a run that this sweep does not: lr 0.02, gamma 0.99, seed 0"),
     ((), add_a_run, "{record} has a run that this sweep does not: lr 0.01, gamma 0.9, seed 0"),
-    ((), not_a_run, "{record} is not the record of a sweep's runs"),
-    ((), drop_rows, "{record} is not the record of a sweep's runs"),
-], ids=["max-episodes", "eval-episodes", "env", "lr", "gamma", "not a run", "a run without its rows"])
+    ((), not_a_run, "{record} line 4: not a finished run"),
+    ((), drop_rows, "{record} line 4: not a finished run"),
+    ((), changed("score", float("nan")), "{record} line 4: a value is not a finite number"),
+    ((), changed("episodes", -5), "{record} line 4: its episodes are not numbered 1, 2, 3, ... to at most "
+                                  "--max-episodes 40"),
+    ((), renumbered([1, 1, 1, 3]), "{record} line 4: its episodes are not numbered 1, 2, 3, ... to at most "
+                                   "--max-episodes 40"),
+    ((), renumbered(range(1, 51)), "{record} line 4: its episodes are not numbered 1, 2, 3, ... to at most "
+                                   "--max-episodes 40"),
+    ((), changed("solved", "false"), "{record} line 4: solved is not true or false"),
+    ((), changed("seed", 1.7), "{record} line 4: a seed, an episode or a length is not a whole number"),
+    ((), twice, "{record} line 5: a second line for lr 0.01, gamma 0.99, seed 2"),
+], ids=["max-episodes", "eval-episodes", "env", "lr", "gamma", "not a run", "a run without its rows", "nan score",
+        "negative episodes", "episodes renumbered", "episodes past --max-episodes", "solved as text", "seed 1.7",
+        "one run twice"])
 def test_resume_refuses_a_record_it_cannot_use_and_changes_nothing(reference_sweep, tmp_path, args, tamper, words):
     before = stopped_sweep(tmp_path, reference_sweep, finished=6 if args[:1] == ("--lr",) else 3,
                            **({"tamper": tamper} if tamper else {}))
@@ -79,6 +110,21 @@ def test_resume_refuses_a_record_it_cannot_use_and_changes_nothing(reference_swe
     assert (result.returncode, result.stderr) == (2, f"reinforce_cartpole.py: error: --resume: {expected}\n")
     assert result.stdout == ""
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a FIFO")
+@pytest.mark.parametrize("kind", ["a FIFO", "a link to an endless device"])
+def test_a_record_that_is_not_a_file_is_refused_at_once(kind, tmp_path):
+    record = tmp_path / "history.csv.jsonl"
+    if kind == "a FIFO":
+        os.mkfifo(record)  # read, it would wait for a writer forever
+    else:
+        record.symlink_to("/dev/zero")  # read, it would never end
+    result = run_main(*SWEEP, "--workers", 1, "--history", tmp_path / "history.csv", "--resume")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"reinforce_cartpole.py: error: --resume: {record} is not a file that a sweep of these "
+                             f"runs writes\n")
+    assert os.listdir(tmp_path) == ["history.csv.jsonl"]
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path):

@@ -16,7 +16,6 @@ import sys
 import sysconfig
 import time
 
-import dask
 import distributed
 import psutil
 import pytest
@@ -127,15 +126,15 @@ def test_an_unreachable_scheduler_is_one_line_and_creates_nothing(tmp_path):
     with socket.socket() as closed:  # a port that nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):  # Dask's own default waits 30 s
-        result = run_main(*SWEEP, "--scheduler", f"tcp://127.0.0.1:{port}", *sweep_outputs(tmp_path / "out"))
+    result = run_script(*SWEEP, "--scheduler", f"tcp://127.0.0.1:{port}", *sweep_outputs(tmp_path / "out"),
+                        env_changes={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})  # Dask's own waits 30 s
     assert result.returncode == 2 and result.stdout == ""
     assert re.fullmatch(rf"reinforce_cartpole\.py: error: --scheduler tcp://127\.0\.0\.1:{port}: .+\n", result.stderr)
     assert not (tmp_path / "out").exists()
 
 
 def start_sweep(folder, *args, workers=2, env_changes=None):
-    """SWEEP on `workers` workers in a process group of its own, as a terminal runs a command; returns once a run has
+    """SWEEP (with `args`, which may override its own) on `workers` workers in a process group of its own, as a terminal runs a command; returns once a run has
     finished, with what it printed so far, and the processes of its cluster then."""
     child = start_script(*SWEEP, "--workers", workers, *sweep_outputs(folder), *args, env_changes=env_changes)
     lines = lines_until(child, "[1/6]")
@@ -380,3 +379,134 @@ def test_values_that_print_alike_with_g_keep_their_own_labels_and_folders(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["CartPole-v0-lr0.0100001-gamma0.99-seed0",
                                             "CartPole-v0-lr0.01000012-gamma0.99-seed0"]
     assert [line.split()[0] for line in summary(result.stdout)[1:]] == ["0.0100001", "0.01000012"]
+
+
+@POSIX
+def test_a_local_cluster_lets_in_no_client_without_its_credentials(tmp_path):
+    """Another local user reaches 127.0.0.1 too: neither a plain client nor one with TLS credentials of its own may
+    connect to the launcher's scheduler, where it could run code as the user who started the sweep."""
+    child = start_script("--seeds", "0,1", "--lr", "0.0001", "--max-episodes", 100000, "--workers", 2, "--no-render")
+    processes = {}
+    try:
+        deadline = time.monotonic() + PATIENCE
+        while len(workers_of(processes := descendants(child.pid))) < 2 or not (ports := listening_ports(child.pid)):
+            assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+            time.sleep(0.05)
+        for port in ports:
+            for address, security in ((f"tcp://127.0.0.1:{port}", None),
+                                      (f"tls://127.0.0.1:{port}", distributed.Security.temporary())):
+                with pytest.raises((OSError, TimeoutError)):
+                    distributed.Client(address, security=security, timeout=3)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=PATIENCE)
+    assert child.returncode == 143
+    assert_none_outlives(processes)
+
+
+def listening_ports(pid):
+    """The ports on which `pid` listens for Dask's protocol: not the scheduler's HTTP server, which answers HTTP."""
+    ports = [connection.laddr.port for connection in psutil.Process(pid).net_connections(kind="inet")
+             if connection.status == psutil.CONN_LISTEN]
+    return [port for port in ports if not answers_http(port)]
+
+
+def answers_http(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as connection:
+        connection.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        connection.settimeout(1)  # Dask's own protocol says nothing to a request it cannot read, or hangs up
+        try:
+            return connection.recv(5) == b"HTTP/"
+        except OSError:
+            return False
+
+
+def test_two_sweeps_on_one_record_keep_it_whole(reference_sweep, tmp_path):
+    """Started together: one trains, and the other is refused with one line, whether it finds the record held or
+    already holding finished runs. The record and the history end as the sweep on 1 worker's."""
+    sweeps = [start_script(*SWEEP, "--workers", 1, *sweep_outputs(tmp_path)) for _ in range(2)]
+    results = [subprocess.CompletedProcess(child.args, None, *child.communicate(timeout=PATIENCE)) for child in sweeps]
+    for result, child in zip(results, sweeps):
+        result.returncode = child.returncode
+    refused, trained = sorted(results, key=lambda result: -result.returncode)
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    record = tmp_path / "history.csv.jsonl"
+    assert refused.stderr in (f"reinforce_cartpole.py: error: {record} is in use by another sweep\n",
+                              f"reinforce_cartpole.py: error: {record} holds finished runs: add --resume to go on "
+                              f"with them, or remove the file to start afresh\n")
+    assert_equals_the_reference(trained, tmp_path, reference_sweep)
+    assert len(record.read_text().splitlines()) == 7, "the settings, and a line for each run"
+    assert sorted(os.listdir(tmp_path)) == ["history.csv", "history.csv.jsonl", "runs.png"], "no lock file is left"
+
+
+@pytest.mark.parametrize("address", ["", "foo", "tcp://", "inproc://x", "ucx://127.0.0.1:1", "ws://127.0.0.1:1",
+                                     "tcp://127.0.0.1:port"])
+def test_a_bad_scheduler_address_is_one_line(address, tmp_path):
+    result = run_main(*SWEEP, "--scheduler", address, "--history", tmp_path / "out" / "history.csv")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert re.fullmatch(rf"reinforce_cartpole\.py: error: argument --scheduler: expected tcp://HOST:PORT or "
+                        rf"tls://HOST:PORT, not '{re.escape(address)}' \(see --help\)\n", result.stderr), result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("address,config", [
+    ("tls://127.0.0.1:{port}", {}),  # without TLS settings
+    ("tcp://127.0.0.1:{port}", {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}),
+])
+def test_a_scheduler_address_that_dask_cannot_use_is_one_line(address, config, tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        address = address.format(port=server.getsockname()[1])
+        result = run_script(*SWEEP, "--scheduler", address, "--history", tmp_path / "out" / "history.csv",
+                            env_changes=config)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert re.fullmatch(rf"reinforce_cartpole\.py: error: --scheduler {address}: .+\n", result.stderr), result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def stopped_within(child, seconds):
+    """SIGTERM, then the process's (stdout, stderr) once it has ended, which it must within `seconds`."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        return child.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        raise AssertionError(f"still running {seconds} s after a SIGTERM: {child.communicate()}") from None
+
+
+@POSIX
+def test_a_scheduler_that_never_answers_is_stopped_by_one_sigterm(tmp_path):
+    with socket.socket() as silent:  # accepts a connection, then says nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        child = start_script(*SWEEP, "--scheduler", f"tcp://127.0.0.1:{silent.getsockname()[1]}",
+                             *sweep_outputs(tmp_path / "out"))
+        connection, _ = silent.accept()
+        with connection:
+            out, err = stopped_within(child, 5)
+    assert (child.returncode, out, err) == (143, "Stopped at once by SIGTERM\n", "")
+    assert not (tmp_path / "out").exists()
+
+
+@POSIX
+def test_a_cluster_without_workers_says_so_and_is_stopped_by_one_sigterm(dask_cli_cluster, tmp_path):
+    address, _ = dask_cli_cluster
+    child = start_script(*SWEEP, "--scheduler", address, *sweep_outputs(tmp_path))
+    line = child.stderr.readline()
+    assert line == "reinforce_cartpole.py: the cluster has no worker: the sweep waits for one\n"
+    out, err = stopped_within(child, 5)
+    assert (child.returncode, err) == (143, ""), err
+    assert "Partial: the statistics of the 0 finished runs of 6\n" in out
+    assert out.endswith("Stopped by SIGTERM: 0 of 6 runs finished\n")
+
+
+def test_a_scheduler_that_never_answers_is_one_line_once_its_wait_is_over(tmp_path):
+    """Dask waits for a scheduler's first answer without a bound: the launcher waits 10 s for it."""
+    with socket.socket() as silent:  # connections queue up, and nothing ever answers them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        result = run_script(*SWEEP, "--scheduler", address, *sweep_outputs(tmp_path / "out"), timeout=PATIENCE)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"reinforce_cartpole.py: error: --scheduler {address}: no answer in 10 s\n"
+    assert not (tmp_path / "out").exists()
