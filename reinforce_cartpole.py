@@ -804,10 +804,12 @@ def dask_client(args, todo, stop):
     import cloudpickle
     import distributed
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = args.workers or max(1, min(cores, len(todo)))
+    workers = min(args.workers or cores, len(todo))  # no worker without a run
     if not todo or not args.scheduler and workers == 1:
         yield None
         return
+    if not args.scheduler and workers > cores:
+        print(f"{PROG}: {workers} workers share {cores} cores: each run takes longer", file=sys.stderr)
     if not args.scheduler:
         with stop.held():
             try:  # Dask's own logs say nothing that the sweep's lines do not
@@ -882,7 +884,9 @@ def cluster_runs(client, args, runs, todo, stop):
     failure = None
     stop_event = distributed.Event(f"{PROG} stop {uuid.uuid4()}", client)
     client.subscribe_topic(RUN_STARTED, lambda event: run_starts.append(Run(*event[1])))
-    futures = {client.submit(train_on_worker, args, runs[index], stop_event.name, pure=False): index for index in todo}
+    run_args = argparse.Namespace(**{**vars(args), "seeds": None, "render": records_clips(args)})  # what a run needs
+    futures = {client.submit(train_on_worker, run_args, runs[index], stop_event.name, pure=False): index
+               for index in todo}
     pending = set(futures)
     waiting_since = time.monotonic()
     try:
@@ -1274,6 +1278,9 @@ def user_path(text):
     return os.path.expanduser(text)
 
 
+MOST_SEEDS = 1_000_000  # in one sweep
+
+
 def seed_list(text):
     """An argparse type: seeds such as 0-19, 1,5,9 or 0-4,10, each listed once."""
     if not text.strip():
@@ -1285,6 +1292,8 @@ def seed_list(text):
             raise argparse.ArgumentTypeError(f"{text!r}: expected seeds such as 0-19 or 1,5,9, not {part!r}")
         if int(bounds[-1]) < int(bounds[0]):
             raise argparse.ArgumentTypeError(f"{text!r}: the range {part!r} goes backwards")
+        if len(seeds) + int(bounds[-1]) - int(bounds[0]) >= MOST_SEEDS:
+            raise argparse.ArgumentTypeError(f"{text!r}: more than {MOST_SEEDS} seeds")
         seeds += range(int(bounds[0]), int(bounds[-1]) + 1)
     twice = [seed for seed, times in Counter(seeds).items() if times > 1]
     if twice:

@@ -34,6 +34,8 @@ CASES = {
     "seeds not numbers": (["--seeds", "a,b"], "not 'a'"),
     "seeds empty": (["--seeds", ""], "argument --seeds: the list of seeds is empty"),
     "seeds duplicate": (["--seeds", "0-3,2"], "argument --seeds: '0-3,2': seed 2 is listed twice"),
+    "seeds too many": (["--seeds", "0-100000000"], "argument --seeds: '0-100000000': more than 1000000 seeds"),
+    "seed beside seeds, at its default": (["--seeds", "0-3", "--seed", "543"], "--seed applies to a single run"),
     "workers zero": (["--seeds", "0-3", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
     "workers without seeds": (["--workers", "2"], "--workers applies to --seeds"),
     "resume without seeds": (["--resume"], "--resume applies to --seeds"),

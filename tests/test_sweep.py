@@ -510,3 +510,15 @@ def test_a_scheduler_that_never_answers_is_one_line_once_its_wait_is_over(tmp_pa
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"reinforce_cartpole.py: error: --scheduler {address}: no answer in 10 s\n"
     assert not (tmp_path / "out").exists()
+
+
+@POSIX
+def test_a_local_cluster_has_no_more_workers_than_runs(tmp_path):
+    child = start_script("--seeds", "0,1", "--max-episodes", 40, "--workers", 8, "--history", tmp_path / "history.csv")
+    most = 0
+    while child.poll() is None:  # the workers that the launcher has started, at every look until it ends
+        most = max(most, len(workers_of(descendants(child.pid))))
+        time.sleep(0.02)
+    out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 0 and err == "", err
+    assert most == 2 and len(progress_lines(out)) == 2
