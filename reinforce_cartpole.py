@@ -15,10 +15,12 @@ The port's own mechanisms, each with what it buys:
 5. The edge (main): each ending is one line and an exit status; a closed pipe exits 141 quietly.
 6. Checks before anything is written (check_inputs): bad input is one line and exit status 2, and creates nothing.
 7. The files a run leaves (RunOutputs): --history, --plot and --save-model however it ends, and TensorBoard's curves.
-8. A sweep on Dask's workers (trained_runs, dask_client, cluster_runs): a LocalCluster on 127.0.0.1, or the cluster
-   at --scheduler; a stop reaches the runs through a distributed.Event (ThrottledEvent); a retried run is said.
+8. A sweep on Dask's workers (trained_runs, dask_client, cluster_runs): a LocalCluster on 127.0.0.1 that lets in no
+   client without its temporary TLS credentials, or the cluster at --scheduler (connected_client); a stop reaches the
+   runs through a distributed.Event (ThrottledEvent); a retried run is said.
 9. Workers that would train other runs are refused (check_workers).
-10. The sweep's record (opened_record, read_record): a line per finished run, which --resume goes on from.
+10. The sweep's record (record_held, opened_record, read_record): a line per finished run, held by one sweep at a
+    time, which --resume checks line by line and goes on from.
 11. Statistics that tell settings apart (summary_lines), and the sweep's figure (write_sweep_plot).
 12. SDL draws off-screen, or with --watch in a window on the display (sdl_video_driver).
 """
