@@ -827,15 +827,16 @@ def dask_client(args, todo, stop):
             with stop.held():
                 cluster.close()
         return
-    client = connected_client(args.scheduler)
+    logging.disable()  # what Dask's own logs report, the sweep says in one line
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # its functions travel with the tasks: workers need not have it
     try:
-        with client:
+        with connected_client(args.scheduler) as client:
             check_workers(client, args.scheduler)
             yield client
     finally:
         cloudpickle.unregister_pickle_by_value(module)
+        logging.disable(logging.NOTSET)
 
 
 def connected_client(address):
@@ -896,7 +897,16 @@ def cluster_runs(client, args, runs, todo, stop):
             if stop.is_set():
                 stop_event.set()
                 return
-            if client.scheduler_info()["workers"]:
+            idle = False
+            done = []
+            try:
+                idle = not client.scheduler_info()["workers"]
+                done, pending = distributed.wait(pending, timeout=POLL_EVERY, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                pass
+            except (OSError, distributed.client.FuturesCancelledError) as error:  # such as a scheduler gone
+                raise RunFailed("the sweep's cluster was lost", error) from None
+            if not idle:
                 waiting_since = None
             elif waiting_since and time.monotonic() - waiting_since > NO_WORKER_SECONDS:
                 print(f"{PROG}: the cluster has no worker: the sweep waits for one", file=sys.stderr)
@@ -905,12 +915,6 @@ def cluster_runs(client, args, runs, todo, stop):
             for run in retried:
                 print(f"{PROG}: the worker of {describe(run)} was lost: the run is retried", file=sys.stderr)
             said_retried |= retried
-            try:
-                done, pending = distributed.wait(pending, timeout=POLL_EVERY, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                continue
-            except OSError as error:  # such as the scheduler of --scheduler gone
-                raise RunFailed("the sweep's cluster was lost", error) from None
             for future in done:
                 index = futures.pop(future)
                 result = None

@@ -89,27 +89,28 @@ def dask_command(*args):
 @pytest.fixture
 def dask_cli_cluster(tmp_path):
     """A `dask scheduler` on 127.0.0.1: (its address, start_worker(env_changes), which returns once the worker has
-    joined). Every process it started is ended at the end."""
+    joined, and its process). Every process it started is ended at the end, however the test or the fixture fails."""
     started = [subprocess.Popen(dask_command("scheduler", "--host", "127.0.0.1", "--port", 0, "--no-dashboard",
                                              "--scheduler-file", tmp_path / "scheduler.json"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    client = distributed.Client(scheduler_file=str(tmp_path / "scheduler.json"), timeout=PATIENCE)
+    try:
+        with distributed.Client(scheduler_file=str(tmp_path / "scheduler.json"), timeout=PATIENCE) as client:
 
-    def start_worker(env_changes=None):
-        started.append(subprocess.Popen(dask_command("worker", client.scheduler.address, "--nthreads", 1),
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        env=script_env(env_changes or {})))
-        client.wait_for_workers(len(started) - 1, timeout=PATIENCE)
+            def start_worker(env_changes=None):
+                started.append(subprocess.Popen(dask_command("worker", client.scheduler.address, "--nthreads", 1),
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                env=script_env(env_changes or {})))
+                client.wait_for_workers(len(started) - 1, timeout=PATIENCE)
 
-    yield client.scheduler.address, start_worker
-    client.close()
-    for process in reversed(started):
-        process.terminate()
-        process.wait(timeout=PATIENCE)
+            yield client.scheduler.address, start_worker, started[0]
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(timeout=PATIENCE)
 
 
 def test_a_cluster_started_with_dasks_cli_trains_each_run_as_one_worker(reference_sweep, dask_cli_cluster, tmp_path):
-    address, start_worker = dask_cli_cluster
+    address, start_worker, _ = dask_cli_cluster
     for _ in range(2):
         start_worker()  # as the README says: MKL_CBWR=COMPATIBLE (conftest sets it) dask worker ADDRESS --nthreads 1
     result = run_script(*SWEEP, "--scheduler", address, *sweep_outputs(tmp_path))
@@ -491,7 +492,7 @@ def test_a_scheduler_that_never_answers_is_stopped_by_one_sigterm(tmp_path):
 
 @POSIX
 def test_a_cluster_without_workers_says_so_and_is_stopped_by_one_sigterm(dask_cli_cluster, tmp_path):
-    address, _ = dask_cli_cluster
+    address, _, _ = dask_cli_cluster
     child = start_script(*SWEEP, "--scheduler", address, *sweep_outputs(tmp_path))
     line = child.stderr.readline()
     assert line == "reinforce_cartpole.py: the cluster has no worker: the sweep waits for one\n"
@@ -523,3 +524,20 @@ def test_a_local_cluster_has_no_more_workers_than_runs(tmp_path):
     out, err = child.communicate(timeout=PATIENCE)
     assert child.returncode == 0 and err == "", err
     assert most == 2 and len(progress_lines(out)) == 2
+
+
+@POSIX
+def test_a_lost_scheduler_is_one_line_and_the_record_keeps_the_finished_runs(dask_cli_cluster, tmp_path):
+    address, start_worker, scheduler = dask_cli_cluster
+    for _ in range(2):
+        start_worker()
+    child = start_script(*SWEEP, "--max-episodes", 300, "--scheduler", address, *sweep_outputs(tmp_path))
+    lines = lines_until(child, "[1/6]")
+    scheduler.kill()
+    out, err = child.communicate(timeout=PATIENCE)
+    assert child.returncode == 4
+    assert re.fullmatch(r"reinforce_cartpole\.py: the sweep's cluster was lost: .+\n", err), err
+    finished = len(progress_lines(lines + out))
+    record = (tmp_path / "history.csv.jsonl").read_text()
+    assert record.endswith("\n") and len(record.splitlines()) == 1 + finished >= 2
+    assert len(curves(tmp_path / "history.csv")) == finished
