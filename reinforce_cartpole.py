@@ -1000,10 +1000,21 @@ def record_held(args):
         raise UsageError(f"{record_path(args.history)} is in use by another sweep") from None
     with lock:
         try:
+            check_record_replaced(args)
             yield
         finally:
             with contextlib.suppress(OSError):  # Windows removes it itself, as the lock goes
                 os.remove(lock_path)
+
+
+def check_record_replaced(args):
+    """A sweep without --resume replaces no record of finished runs: checked while it holds the record."""
+    record = record_path(args.history)
+    if not args.resume and os.path.isfile(record):
+        with open(record, "rb") as f:
+            if len(f.read().splitlines()) > 1:
+                raise UsageError(f"{record} holds finished runs: add --resume to go on with them, or remove the file "
+                                 f"to start afresh")
 
 
 @contextlib.contextmanager
@@ -1336,7 +1347,8 @@ def check_flags(args, given):
     """Flags given that do not go together, and values out of range."""
     sweep = args.seeds is not None
     only_for = "a single run, not to --seeds" if sweep else "--seeds"
-    for flag in ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume", "--scheduler"):
+    not_here = ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume", "--scheduler")
+    for flag in not_here:
         if flag in given:
             raise UsageError(f"{flag} applies to {only_for}")
     if args.play:
@@ -1375,8 +1387,7 @@ def check_spaces(env_id, env):
 
 
 def check_outputs(args):
-    """Every file and folder that the command writes can be written, no two share a path, and a sweep replaces no
-    record of finished runs."""
+    """Every file and folder that the command writes can be written, and no two share a path."""
     sweep = args.seeds is not None
     record = args.history and record_path(args.history)
     files = {"--save-model": args.save_model, "--plot": args.plot, "--history": args.history,
@@ -1397,11 +1408,6 @@ def check_outputs(args):
             other = flags_by_path.setdefault(os.path.realpath(output), flag)
             if other != flag:
                 raise UsageError(f"{flag} {output}: {other} writes there too")
-    if sweep and record and not args.resume and os.path.isfile(record):
-        with open(record, "rb") as f:
-            if len(f.read().splitlines()) > 1:
-                raise UsageError(f"{record} holds finished runs: add --resume to go on with them, or remove the file "
-                                 f"to start afresh")
 
 
 def check_writable(flag, output, is_folder):
