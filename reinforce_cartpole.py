@@ -310,6 +310,8 @@ def main(argv=None):
         print(f"{PROG}: {group.exceptions[0]}", file=sys.stderr)
         status = 4
     except* KeyboardInterrupt:
+        if not stop.signals:  # not the stop's, as Python's own Ctrl-C in a process that calls main()
+            raise KeyboardInterrupt from None
         with contextlib.suppress(OSError):  # stdout may be a closed pipe
             print(f"Stopped at once by {'a second ' if len(stop.signals) > 1 else ''}{stop.signals[0].name}")
     if stop.signals and status != 2:
