@@ -21,7 +21,7 @@ The port's own mechanisms, each with what it buys:
 9. Workers that would train other runs are refused (check_workers).
 10. The sweep's record (record_held, opened_record, read_record): a line per finished run, held by one sweep at a
     time, which --resume checks line by line and goes on from.
-11. Statistics that tell settings apart (summary_lines), and the sweep's figure (write_sweep_plot).
+11. Statistics that tell settings apart with 5 % false verdicts at most in all (summary_lines), and a figure.
 12. SDL draws off-screen, or with --watch in a window on the display (sdl_video_driver).
 """
 
@@ -69,6 +69,7 @@ import warnings
 from collections import Counter, namedtuple
 
 from gymnasium.wrappers import HumanRendering
+from tqdm import tqdm
 
 PROG = "reinforce_cartpole.py"
 
@@ -81,7 +82,10 @@ def parse_args(argv=None):
                        epilog="Exit status: 0 solved, --play done, or every run of --seeds finished; 1 not solved "
                               "within --max-episodes; 2 bad usage; 3 an output could not be written; 4 a run of "
                               "--seeds could not finish; 130 / 143 stopped by SIGINT / SIGTERM (a second one stops at "
-                              "once); 141 the output was closed, as by | head.")
+                              "once); 141 the output was closed, as by | head. A sweep's summary: Wilson's 95 % "
+                              "interval of the share solved; the median's from order statistics; for each pair of "
+                              "settings, the share of seed pairs where one solves in fewer episodes (a tie counts "
+                              "half), by a permutation Brunner-Munzel test, Holm-adjusted: 5 % false verdicts at most.")
     p.add_argument("--seed", type=int, default=543, metavar="N", help="random seed (default: 543)")
     p.add_argument("--gamma", type=number_list(float, lambda g: 0 < g <= 1, "in (0, 1]"), default=[0.99], metavar="G",
                    help="discount factor, in (0, 1]; several, comma-separated, with --seeds (default: 0.99)")
@@ -404,10 +408,11 @@ def train_and_report(args, stop):
     stop.looked_at = True  # from here on, the work looks at the stop after each step
     outputs = RunOutputs(args, Run(args.lr[0], args.gamma[0], args.seed))
     failures = []
+    written = []
     for step in (lambda: train_run(args, outputs, stop), outputs.write_history, outputs.write_plot,
-                 outputs.write_checkpoint, lambda: report(args, outputs, stop)):
+                 outputs.write_checkpoint, lambda: report(args, outputs, stop, written)):
         try:
-            step()
+            written.append(step())
         except OSError as error:  # in training, a clip it cannot write stops the run, as a signal does
             failures.append(error)
     if failures:
@@ -415,13 +420,17 @@ def train_and_report(args, stop):
     return 0 if outputs.solved else 1
 
 
-def report(args, outputs, stop):
+def report(args, outputs, stop, written):
+    """The run's last lines: the trained agent's score, how it ended, and the files it left."""
     if outputs.scores:
         print(f"Trained agent, {len(outputs.scores)} episodes in eval mode: {describe_returns(outputs.scores)}")
     if stop.is_set():
         print(f"Stopped by {stop.signals[0].name}: trained {len(outputs.rows)} episodes")
     elif not outputs.solved and len(outputs.rows) == args.max_episodes:
         print(f"Not solved in {len(outputs.rows)} episodes (--max-episodes {args.max_episodes})")
+    folders = {records_clips(args) and outputs.clips: "its clips", outputs.curves: "--tensorboard"}
+    print_written([f"{folder} ({what})" for folder, what in folders.items() if folder and os.path.isdir(folder)]
+                  + written)
 
 
 def train_run(args, outputs, stop):
@@ -504,13 +513,19 @@ def describe_returns(returns):
 
 def play(args, env, policy, stop):
     stop.looked_at = True  # from here on, the work looks at the stop after each step
-    env = agent_env(args, args.video_dir, "play", lambda episode: True, env)
+    clips = play_folder(args)
+    env = agent_env(args, clips, "play", lambda episode: True, env)
     results = evaluate(policy, env, args.eval_episodes, args.seed, stop, args.watch)
     if results:
         print(f"Played {len(results)} episodes of {env.spec.id} with {args.play}: {describe_returns(results)}")
     if stop.is_set():
         print(f"Stopped by {stop.signals[0].name}: played {len(results)} of {args.eval_episodes} episodes")
+    print_written([f"{clips} (its clips)" if records_clips(args) and os.path.isdir(clips) else None])
     return 0
+
+
+def play_folder(args):
+    return os.path.join(args.video_dir, f"play-{os.path.splitext(os.path.basename(args.play))[0]}")
 
 
 class RunOutputs:
@@ -525,6 +540,7 @@ class RunOutputs:
         self.scores = []
         self.trainer = None
         self.clips = os.path.join(args.video_dir, run_folder(args, run))
+        self.curves = args.tensorboard and os.path.join(args.tensorboard, run_folder(args, run))  # TensorBoard's
 
     def attach(self, trainer, policy, optimizer):
         self.trainer = trainer
@@ -547,8 +563,7 @@ class RunOutputs:
             yield
             return
         from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
-        folder = os.path.join(self.args.tensorboard, run_folder(self.args, self.run))
-        with contextlib.closing(TensorboardLogger(log_dir=folder, flush_secs=5)) as logger:
+        with contextlib.closing(TensorboardLogger(log_dir=self.curves, flush_secs=5)) as logger:
             logger.attach(self.trainer, OutputHandler("episode", output_transform=self.last_curves), EPISODE_COMPLETED)
             yield
             if self.scores:
@@ -561,12 +576,14 @@ class RunOutputs:
     def write_history(self):
         if self.args.history and self.rows:  # a run stopped before its first episode ended replaces no history
             write_history(self.args.history, {self.run: self.rows})
+            return f"{self.args.history} (--history)"
 
     def write_plot(self):
         if self.args.plot and self.trainer:
             title = f"REINFORCE on {self.args.env_id}: {describe(self.run)}"
             threshold = gym.spec(self.args.env_id).reward_threshold
             write_whole(self.args.plot, lambda path: write_plot(path, self.rows, threshold, title))
+            return f"{self.args.plot} (--plot)"
 
     def write_checkpoint(self):
         """A plain dict, as --play reads it: the weights, the optimizer's state, and what the run was."""
@@ -579,6 +596,7 @@ class RunOutputs:
                 with open(path, "wb") as f:  # on a path, torch's writer would turn the OS's error into its own
                     torch.save(checkpoint, f)
             write_whole(self.args.save_model, save)
+            return f"{self.args.save_model} (--save-model)"
 
 
 def write_whole(path, write):
@@ -673,13 +691,13 @@ def write_clip(path, frames, fps):
 def figure(path, title, panels):
     """A PNG of panels, one above another, against the episode: each (y label, threshold or None, draw(axes))."""
     from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global state
-    fig = Figure(figsize=(8, 4.5 * len(panels)), dpi=100, layout="constrained")
+    fig = Figure(figsize=(11, 4.5 * len(panels)), dpi=100, layout="constrained")
     for ax, (ylabel, threshold, draw) in zip(fig.subplots(len(panels), sharex=True, squeeze=False)[:, 0], panels):
         draw(ax)
         if threshold is not None:
             ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"reward threshold ({threshold:g})")
         ax.set_ylabel(ylabel)
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the panel, clear of the curves
     fig.axes[0].set_title(title)
     fig.axes[-1].set_xlabel("episode")
     fig.savefig(path, format="png")
@@ -707,12 +725,19 @@ def sweep(args, stop, finished, record_size):
     todo = [index for index in range(len(runs)) if index not in finished]
     if finished:
         print(f"{len(finished)} of {len(runs)} runs finished before, and are not trained again")
-    if records_clips(args):
-        print(f"Each run records its clips into a folder of its own, such as "
-              f"{os.path.join(args.video_dir, run_folder(args, runs[0]))}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(args.workers or cores, len(todo))  # no worker without a run
+    crowded = f", more than the {cores} cores: each run takes longer" if workers > cores else ""
+    where = f"{workers} worker processes{crowded}" if workers > 1 else "this process"
+    start_line = f"Training {len(todo)} runs on {f'the cluster at {args.scheduler}' if args.scheduler else where}"
+    if todo and not args.scheduler:  # at once; a sweep on --scheduler once it has connected, which may fail
+        print(start_line)
     failures = []
     started = time.monotonic()
-    with dask_client(args, todo, stop) as client, opened_record(args, record_size) as record:
+    with dask_client(args, workers, stop) as client, opened_record(args, record_size) as record, \
+            tqdm(total=len(runs), initial=len(finished), unit="run", disable=None) as bar:  # in a terminal only
+        if todo and args.scheduler:
+            tqdm.write(start_line)  # above the bar
         stop.looked_at = True
         try:
             for trained, (index, result) in enumerate(trained_runs(client, args, runs, todo, stop), start=1):
@@ -720,18 +745,23 @@ def sweep(args, stop, finished, record_size):
                     append_line(record, json.dumps({**runs[index]._asdict(), **result}))  # first what --resume reads
                 finished[index] = result
                 seconds_left = (time.monotonic() - started) / trained * (len(runs) - len(finished))
+                bar.update()
                 print_progress(runs[index], result, len(finished), len(runs), seconds_left)
         except (OSError, RunFailed) as error:  # the sweep stops; what finished is kept, and summarized
             failures.append(error)
+    written = [records_clips(args) and f"{args.video_dir} (the runs' clips, a folder each)",
+               args.tensorboard and f"{args.tensorboard} (--tensorboard, a folder each)",
+               args.history and f"{record_path(args.history)} (the record that --resume reads)"]
     for step in (print_summary, write_sweep_history, write_sweep_figure):
         try:
-            step(args, runs, finished)
+            written.append(step(args, runs, finished))
         except OSError as error:
             failures.append(error)
-    if failures:
-        raise ExceptionGroup("what stopped the sweep", failures)
     if stop.is_set():
         print(f"Stopped by {stop.signals[0].name}: {len(finished)} of {len(runs)} runs finished")
+    print_written(written)
+    if failures:
+        raise ExceptionGroup("what stopped the sweep", failures)
     return 0
 
 
@@ -769,18 +799,24 @@ def train_sweep_run(args, run, stop):
 
 def print_progress(run, result, done, total, seconds_left):
     minutes, seconds = divmod(round(seconds_left), 60)
-    print(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in {result['episodes']} "
-          f"episodes, trained agent {result['score']:.1f}; about {minutes} min {seconds:02d} s left")
+    tqdm.write(f"[{done}/{total}] {describe(run)}: {'' if result['solved'] else 'not '}solved in {result['episodes']} "
+               f"episodes, trained agent (eval mode) {result['score']:.1f}; about {minutes} min {seconds:02d} s left")
+
+
+def print_written(files):
+    """The last line: the files and folders left, each as "path (what it is)", of those that are not None."""
+    if any(files):
+        print(f"Written: {', '.join(filter(None, files))}")
 
 
 def print_summary(args, runs, finished):
-    for line in summary_lines(runs, finished, args.max_episodes):
-        print(line)
+    print("\n".join(summary_lines(runs, finished)))
 
 
 def write_sweep_history(args, runs, finished):
     if args.history:
         write_history(args.history, {runs[index]: finished[index]["rows"] for index in sorted(finished)})
+        return f"{args.history} (--history)"
 
 
 def write_sweep_figure(args, runs, finished):
@@ -791,6 +827,7 @@ def write_sweep_figure(args, runs, finished):
     if args.plot and settings:
         threshold = gym.spec(args.env_id).reward_threshold
         write_whole(args.plot, lambda path: write_sweep_plot(path, settings, threshold, title))
+        return f"{args.plot} (--plot)"
 
 
 POLL_EVERY = 0.25  # seconds between a sweep's looks at its stop, and a worker's at the sweep's Event
@@ -800,20 +837,16 @@ RUN_STARTED = "reinforce_cartpole: run started"  # the topic of the Dask event t
 
 
 @contextlib.contextmanager
-def dask_client(args, todo, stop):
-    """A Dask client for the runs of `todo`: of the cluster at --scheduler, whose workers must train runs as this
+def dask_client(args, workers, stop):
+    """A Dask client for a sweep's runs: of the cluster at --scheduler, whose workers must train runs as this
     machine does; or of a LocalCluster of --workers processes of one thread, on 127.0.0.1 and closed to other users
     by TLS with temporary credentials, which starts and closes whole whatever signal comes (Stop.held). None where
     the runs train in this process."""
     import cloudpickle
     import distributed
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(args.workers or cores, len(todo))  # no worker without a run
-    if not todo or not args.scheduler and workers == 1:
+    if not workers or not args.scheduler and workers == 1:
         yield None
         return
-    if not args.scheduler and workers > cores:
-        print(f"{PROG}: {workers} workers share {cores} cores: each run takes longer", file=sys.stderr)
     if not args.scheduler:
         with stop.held():
             try:  # Dask's own logs say nothing that the sweep's lines do not
@@ -1153,57 +1186,79 @@ def wilson_interval(solved, runs):
     return binomtest(solved, runs).proportion_ci(method="wilson")
 
 
-def median_interval(episodes, max_episodes):
-    """The median of the episodes to solve (inf: not solved), as (value, whether it only bounds it from below, as an
-    unsolved run counts as more than max_episodes); and from 6 runs on the distribution-free interval of order
-    statistics [X(l), X(n + 1 - l)] that holds it with at least 95 % confidence, else None."""
+def median_interval(episodes):
+    """The median of the episodes to solve (inf: half the runs did not solve), and from 6 runs on the distribution-free
+    interval of order statistics [X(l), X(n + 1 - l)] that holds it with at least 95 % confidence, else None."""
     from scipy.stats import binom
     ranked = np.sort(episodes)
     low = int(binom.ppf(0.025, len(episodes), 0.5))
-    median = float(np.median(np.minimum(ranked, max_episodes))), bool(np.isinf(np.median(ranked)))
-    return median, (ranked[low - 1], ranked[-low]) if low else None
+    return float(np.median(ranked)), (ranked[low - 1], ranked[-low]) if low else None
 
 
-def chance_faster(a, b, axis=-1):
+def chance_faster(a, b):
     """The chance that a run of A solves in fewer episodes than a run of B, over every pair of them, where equal
     counts (as of two unsolved runs) count half: Mann-Whitney's U of B against A, over the number of pairs."""
     from scipy.stats import mannwhitneyu
-    return mannwhitneyu(b, a, axis=axis, method="asymptotic").statistic / (np.shape(a)[axis] * np.shape(b)[axis])
+    return mannwhitneyu(b, a, method="asymptotic").statistic / (len(a) * len(b))
 
 
-def verdict(a_label, a, b_label, b):
-    """Whether A or B solves faster, or neither is told apart: from chance_faster and its 95 % percentile-bootstrap
-    interval, which resamples the seeds of each setting with a fixed generator (the same runs, the same words)."""
-    from scipy.stats import bootstrap
-    if min(len(a), len(b)) < 6:  # 5 runs or fewer: samples apart stay apart in every resample, "100 % [100, 100]"
-        return f"{a_label} and {b_label}: too few seeds to tell apart (it takes 6 runs of each)"
-    chance = chance_faster(a, b)
-    low, high = bootstrap((a, b), chance_faster, method="percentile", rng=np.random.default_rng(0)).confidence_interval
-    if high < 0.5:  # B is the faster: said of B against A
-        return verdict_words(b_label, a_label, 1 - chance, 1 - high, 1 - low)
-    return verdict_words(a_label, b_label, chance, low, high)
+def p_value(a, b, resamples=9999):
+    """The two-sided p-value of chance_faster(a, b) = 1/2, by a permutation test of Brunner and Munzel's statistic,
+    which holds its level where spreads differ too; seeded, and blind to the runs' order: same runs, same words."""
+    from scipy.stats import brunnermunzel, permutation_test
+
+    def statistic(a, b, axis):
+        with np.errstate(divide="ignore", invalid="ignore"):  # samples apart, or all tied, have no spread
+            t = brunnermunzel(a, b, distribution="normal", axis=axis).statistic
+        return np.nan_to_num(t, nan=0.0, posinf=1e9, neginf=-1e9)  # all tied: no difference; apart: the largest
+    return permutation_test(sorted([np.sort(a), np.sort(b)], key=tuple), statistic, vectorized=True,
+                            n_resamples=resamples, rng=np.random.default_rng(0)).pvalue
 
 
-def verdict_words(a_label, b_label, chance, low, high):
-    share = f"{100 * chance:.0f} %"
-    interval = f"[{100 * low:.0f}, {100 * high:.0f}]"
-    if low <= 0.5 <= high:
-        return f"{a_label} and {b_label}: not told apart ({share} {interval})"
-    return f"{a_label} solves faster than {b_label} in {share} of seed pairs {interval}"
+def holm(p_values):
+    """Holm's adjustment: verdicts where these are at most 5 % hold a false one with a chance of 5 % at most."""
+    order = np.argsort(p_values, kind="stable")
+    steps = np.maximum.accumulate(np.asarray(p_values)[order] * np.arange(len(order), 0, -1))
+    return np.minimum(1, steps)[np.argsort(order)]  # in the order given
 
 
-def setting_row(setting, finished, episodes, planned, max_episodes):
-    """A setting's row of the summary: runs solved, episodes to solve, and the trained agents' mean return."""
-    def shown(episodes, bound=False):  # inf, not solved, counts as more than max_episodes
-        return f"{'>' if bound or np.isinf(episodes) else ''}{min(episodes, max_episodes):g}"
+def verdicts(episodes, labels, resamples=9999):
+    """A line for each pair of settings: which solves in fewer episodes, and whether clearly so (from 6 runs each)."""
+    pairs = list(itertools.combinations(episodes, 2))
+    compared = [(a, b) for a, b in pairs if min(len(episodes[a]), len(episodes[b])) >= 6]
+    adjusted = dict(zip(compared, holm([p_value(episodes[a], episodes[b], resamples) for a, b in compared])))
+    return [verdict_words(labels[a], labels[b], chance_faster(episodes[a], episodes[b]), adjusted.get((a, b)),
+                          len(compared)) for a, b in pairs]
+
+
+def verdict_words(a_label, b_label, chance, p, comparisons):
+    """A against B in words, where A solves in fewer episodes in `chance` of the seed pairs (p None: too few runs)."""
+    if p is None:
+        return f"{a_label} and {b_label}: too few runs to compare (it takes 6 of each)"
+    if chance < 0.5:
+        return verdict_words(b_label, a_label, 1 - chance, p, comparisons)
+    difference = "a clear difference" if p <= 0.05 else "no clear difference"  # 5 % false verdicts at most, in all
+    shown_p = "p < 0.001" if p < 0.001 else f"p = {math.ceil(p * 1000 - 1e-9) / 1000:g}"  # rounded up, to the verdict
+    test = f"({shown_p}, adjusted for {comparisons} comparisons)" if comparisons > 1 else f"({shown_p})"
+    if chance == 0.5:
+        return f"{a_label} and {b_label} tie, each faster in half the seed pairs: {difference} {test}"
+    percent = math.ceil(round(100 * chance, 9))  # rounded up, away from 50 %, beside a verdict
+    return f"{a_label} solved in fewer episodes than {b_label} in {percent} % of seed pairs: {difference} {test}"
+
+
+def setting_row(setting, finished, episodes, planned):
+    """A setting's row of the summary: runs solved, the median episodes to solve, the trained agents' mean return."""
+    def shown_episodes(episodes):
+        return "not reached" if np.isinf(episodes) else f"{episodes:.1f}".removesuffix(".0")  # a median may end in .5
     row = f"{setting[0]!r:>8} {setting[1]!r:>6}"
     if finished:
         solved = int(np.isfinite(episodes).sum())
-        median, interval = median_interval(episodes, max_episodes)
-        median = shown(*median) + (f" [{shown(interval[0])}, {shown(interval[1])}]" if interval else " (n < 6)")
-        span = f"{shown(episodes.min())} to {shown(episodes.max())}"
-        share = f"{solved}/{len(finished)} [{'{:.2f}, {:.2f}'.format(*wilson_interval(solved, len(finished)))}]"
-        row += f" {share:>22}  {median:<31} {span:<14} {np.mean([result['score'] for result in finished]):.1f}"
+        low, high = wilson_interval(solved, len(finished))
+        share = f"{solved} of {len(finished)} [{100 * low:.0f}, {100 * high:.0f} %]"
+        median, interval = median_interval(episodes)
+        shown = " [{}, {}]".format(*map(shown_episodes, interval)) if interval and np.isfinite(median) else ""
+        median = shown_episodes(median) + shown
+        row += f"  {share:<23} {median:<32} {np.mean([result['score'] for result in finished]):.1f}"
     if len(finished) < planned:
         row += f"  ({planned - len(finished)} runs unfinished)"
     return row
@@ -1215,44 +1270,28 @@ def results_by_setting(runs, results):
             for setting in dict.fromkeys(run[:2] for run in runs)}
 
 
-def summary_lines(runs, results, max_episodes):
-    """A row per setting, from its finished runs, the methods in words, then each setting against the one whose median
-    is lowest (the first such). A sweep that has not finished says so first."""
+def summary_lines(runs, results):
+    """A row per setting, from its finished runs, a line on reading them, then each pair of settings compared. A sweep
+    that has not finished says so first."""
     by_setting = results_by_setting(runs, results)
     lines = []
     if len(results) < len(runs):
         lines.append(f"Partial: the statistics of the {len(results)} finished runs of {len(runs)}")
-    lines.append(f"{'lr':>8} {'gamma':>6} {'solved [95 % interval]':>22}  {'median episodes [95 % interval]':<31} "
-                 f"{'range':<14} trained agent, mean return")
+    lines.append(f"{'lr':>8} {'gamma':>6}  {'solved [95 % interval]':<23} {'median episodes to solve [95 %]':<32} "
+                 f"trained agent (eval mode)")
     episodes = {setting: np.array([result["episodes"] if result["solved"] else np.inf for result in finished])
                 for setting, finished in by_setting.items()}
-    lines += [setting_row(setting, finished, episodes[setting], sum(run[:2] == setting for run in runs), max_episodes)
+    lines += [setting_row(setting, finished, episodes[setting], sum(run[:2] == setting for run in runs))
               for setting, finished in by_setting.items()]
-    lines += TABLE_METHODS
+    lines.append("An unsolved run counts as slower than any solved one; the methods are in --help.")
     episodes = {setting: episodes for setting, episodes in episodes.items() if len(episodes)}
-    if len(episodes) > 1:
-        best = min(episodes, key=lambda setting: np.median(episodes[setting]))
-        varies = [len({setting[i] for setting in episodes}) > 1 for i in (0, 1)]
-        lines += VERDICT_METHODS
-        best_label = setting_label(best, varies)
-        lines += [verdict(best_label, episodes[best], setting_label(setting, varies), episodes[setting])
-                  for setting in episodes if setting != best]
-    return lines
+    varies = [len({setting[i] for setting in episodes}) > 1 for i in (0, 1)]
+    return lines + verdicts(episodes, {setting: setting_label(setting, varies) for setting in episodes})
 
 
 def setting_label(setting, varies):
     """The values of (lr, gamma) that vary across the sweep, such as "lr 0.01"."""
     return ", ".join(f"{name} {value!r}" for name, value, shown in zip(("lr", "gamma"), setting, varies) if shown)
-
-
-TABLE_METHODS = [
-    "solved: with Wilson's 95 % interval. median: an unsolved run counts as more than --max-episodes (>N: a bound);",
-    "its 95 % interval, from order statistics, assumes no distribution of the runs and takes 6 of them or more.",
-]
-VERDICT_METHODS = [
-    "A faster than B in N % of seed pairs: of each pair of a run of A and one of B, the share where A's solves in",
-    "fewer episodes (a tie counts half), with a 95 % bootstrap interval; not told apart while that holds 50 %.",
-]
 
 
 # --- The command line: its types and its checks, before anything is written ----------
@@ -1347,28 +1386,32 @@ def check_inputs(args, given):
 
 def check_flags(args, given):
     """Flags given that do not go together, and values out of range."""
-    sweep = args.seeds is not None
-    only_for = "a single run, not to --seeds" if sweep else "--seeds"
-    not_here = ("--seed", "--play", "--save-model", "--watch") if sweep else ("--workers", "--resume", "--scheduler")
-    for flag in not_here:
+    command = "--play" if args.play else "--seeds" if args.seeds is not None else "a single run"
+    for flag in NOT_APPLYING[command]:
         if flag in given:
-            raise UsageError(f"{flag} applies to {only_for}")
-    if args.play:
-        for flag in ("--env-id", "--tensorboard", "--save-model", "--history", "--plot"):
-            if flag in given:
-                raise UsageError(f"{flag} applies to training, not to --play")
+            raise UsageError(f"{flag} does not apply to {command}")
     if args.scheduler and args.workers:
         raise UsageError("--workers applies to the cluster on this machine: that of --scheduler has its own")
+    if "--video-dir" in given and not records_clips(args):
+        raise UsageError("--video-dir applies where clips are recorded, with --render")
     if args.resume and not args.history:
         raise UsageError("--resume needs --history, beside which the sweep keeps its finished runs")
     for flag, values in (("--gamma", args.gamma), ("--lr", args.lr)):
-        if len(values) > 1 and not sweep:
+        if len(values) > 1 and args.seeds is None:
             raise UsageError(f"argument {flag}: several values need --seeds")
     needs = {"--render": (records_clips(args), ("moviepy", "pygame"), "moviepy and pygame-ce", ", or --no-render"),
              "--tensorboard": (args.tensorboard, ("tensorboard",), "tensorboard", "")}
     for flag, (used, modules, packages, otherwise) in needs.items():
         if used and not all(importlib.util.find_spec(module) for module in modules):
             raise UsageError(f"{flag} needs {packages}: pip install -r requirements.txt{otherwise}")
+
+
+NOT_APPLYING = {  # the flags that each command refuses, even at their defaults: a flag given is meant to act
+    "--play": ("--seeds", "--lr", "--gamma", "--log-interval", "--max-episodes", "--env-id", "--history", "--plot",
+               "--tensorboard", "--save-model", "--workers", "--resume", "--scheduler"),
+    "--seeds": ("--seed", "--log-interval", "--save-model", "--watch"),  # a sweep's runs print no log
+    "a single run": ("--workers", "--resume", "--scheduler"),
+}
 
 
 def check_display():
@@ -1395,14 +1438,11 @@ def check_outputs(args):
     files = {"--save-model": args.save_model, "--plot": args.plot, "--history": args.history,
              "--history's record": sweep and record}
     folders = {"--video-dir": records_clips(args) and args.video_dir, "--tensorboard": args.tensorboard}
-    if args.play:
-        runs = []
-    elif sweep:
-        runs = planned_runs(args)
-    else:
-        runs = [Run(args.lr[0], args.gamma[0], args.seed)]
+    runs = planned_runs(args) if sweep else [Run(args.lr[0], args.gamma[0], args.seed)]
     run_folders = {f"{flag}'s folder for {describe(run)}": os.path.join(folder, run_folder(args, run))
                    for flag, folder in folders.items() if folder for run in runs}
+    if args.play:
+        run_folders = {"--play's folder under --video-dir": records_clips(args) and play_folder(args)}
     flags_by_path = {}
     for flag, output in {**files, **folders, **run_folders}.items():
         if output:

@@ -297,7 +297,7 @@ def worker_start_up(seeds, max_episodes, workers):
 
 
 def summary_speed(runs_per_setting, settings, repeats):
-    """The summary of a sweep (its table, and each setting against the best with the bootstrap) of made-up results."""
+    """The summary of a sweep (its table, and every pair of settings by the permutation test) of made-up results."""
     rng = np.random.default_rng(0)
     runs = [rc.Run(0.01 * (1 + s), 0.99, seed) for s in range(settings) for seed in range(runs_per_setting)]
     results = {i: {"episodes": int(e), "solved": e < 1000, "score": 200.0}
@@ -305,11 +305,39 @@ def summary_speed(runs_per_setting, settings, repeats):
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        rc.summary_lines(runs, results, 1000)
+        rc.summary_lines(runs, results)
         seconds.append(time.perf_counter() - start)
     print(f"\n### 12. The summary of {settings} settings of {runs_per_setting} runs each ({repeats} repeats)\n")
     print(f"Median **{statistics.median(seconds):.2f} s** (range {min(seconds):.2f}-{max(seconds):.2f}; the first "
           f"imports scipy.stats).")
+
+
+def simulated_episodes(rng, seeds, settings, faster):
+    """A sweep's episodes to solve by setting, lognormal around 500 (setting 0 around 500 x `faster`), with the same
+    share of unsolved runs for all, drawn from 0 to 30 % (inf: not solved)."""
+    unsolved = rng.uniform(0, 0.3)
+    return {setting: np.where(rng.random(seeds) < unsolved, np.inf,
+                              np.round(rng.lognormal(np.log(500 * (faster if setting == 0 else 1)), 0.5, seeds)))
+            for setting in range(settings)}
+
+
+def verdict_rates(sweeps, seed_counts, setting_counts, faster=0.6):
+    """The summary's verdicts on simulated sweeps, with the sweep's own 9999 permutations a comparison: the share of
+    sweeps whose settings do not differ that hold any clear difference (false verdicts), and where setting 0 solves
+    in `faster` times the episodes, the share that say it clearly faster than every other (power)."""
+    print(f"\n### 14. The verdicts of {sweeps} simulated sweeps each (episodes to solve lognormal, sigma 0.5, "
+          f"0-30 % unsolved; power: one setting's median {faster:g} x the others')\n")
+    print("| seeds a setting | settings | false verdicts (any, null) | power (the faster one told apart from all) |")
+    print("| --- | --- | --- | --- |")
+    rng = np.random.default_rng(0)
+    for seeds in seed_counts:
+        for settings in setting_counts:
+            labels = {setting: f"lr {setting}" for setting in range(settings)}
+            false = sum(any(": a clear difference" in line for line in rc.verdicts(
+                simulated_episodes(rng, seeds, settings, 1), labels)) for _ in range(sweeps))
+            told = sum(sum(line.startswith("lr 0 solved") and ": a clear difference" in line for line in rc.verdicts(
+                simulated_episodes(rng, seeds, settings, faster), labels)) == settings - 1 for _ in range(sweeps))
+            print(f"| {seeds} | {settings} | {false / sweeps:.1%} | {told / sweeps:.1%} |")
 
 
 def timed_run_on_worker(args, run, stop_name):
@@ -497,6 +525,7 @@ SECTIONS = {  # name: (quick sizes, full sizes)
     "budgets": (lambda a: budgets(), lambda a: budgets()),
     "summary": (lambda a: summary_speed(100, 2, repeats=3), lambda a: summary_speed(100, 2, repeats=5)),
     "profiler": (lambda a: worker_profiler(max_episodes=50, repeats=1), lambda a: worker_profiler(150, repeats=5)),
+    "verdicts": (lambda a: verdict_rates(20, (6, 10), (2, 3)), lambda a: verdict_rates(200, (6, 10, 20), (2, 3, 5))),
 }
 
 

@@ -201,7 +201,7 @@ def curves(path, seconds=False):
 
 def progress_lines(output):
     return re.findall(r"^\[(\d+)/(\d+)\] lr (\S+), gamma (\S+), seed (\d+): (not )?solved in (\d+) episodes, "
-                      r"trained agent ([\d.]+); about \d+ min \d+ s left$", output, re.M)
+                      r"trained agent \(eval mode\) ([\d.]+); about \d+ min \d+ s left$", output, re.M)
 
 
 def runs_in(output):
@@ -222,10 +222,12 @@ def summary(output):
 
 
 def whole_summary(output):
-    """All that a sweep prints after its last run: a partial one's label, the table, its methods and the verdicts."""
+    """All that a sweep prints after its last run but the files it wrote, which are each test's own: a partial one's
+    label, the table, the line under it and the verdicts."""
     lines = output.splitlines()
     start = summary_start(lines)
-    return lines[start - lines[start - 1].startswith("Partial:"):]
+    after = lines[start - lines[start - 1].startswith("Partial:"):]
+    return [line for line in after if not line.startswith("Written: ")]
 
 
 def sweep_outputs(folder):

@@ -35,12 +35,8 @@ CASES = {
     "seeds empty": (["--seeds", ""], "argument --seeds: the list of seeds is empty"),
     "seeds duplicate": (["--seeds", "0-3,2"], "argument --seeds: '0-3,2': seed 2 is listed twice"),
     "seeds too many": (["--seeds", "0-100000000"], "argument --seeds: '0-100000000': more than 1000000 seeds"),
-    "seed beside seeds, at its default": (["--seeds", "0-3", "--seed", "543"], "--seed applies to a single run"),
     "workers zero": (["--seeds", "0-3", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
-    "workers without seeds": (["--workers", "2"], "--workers applies to --seeds"),
-    "resume without seeds": (["--resume"], "--resume applies to --seeds"),
     "resume without history": (["--seeds", "0-3", "--resume"], "--resume needs --history"),
-    "scheduler without seeds": (["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler applies to --seeds"),
     "workers with scheduler": (["--seeds", "1", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"],
                                "--workers applies to the cluster on this machine"),
     "several lr without seeds": (["--lr", "0.01,0.005"], "argument --lr: several values need --seeds"),
@@ -49,10 +45,6 @@ CASES = {
     "lr listed twice, as it prints": (["--seeds", "1", "--lr", "0.01,1e-2"], "argument --lr: a value is listed twice"),
     "one of several lr out of range": (["--seeds", "1", "--lr", "0.01,-1"], "argument --lr: must be > 0, got -1"),
     "lr list not numbers": (["--seeds", "1", "--lr", "0.01,x"], "argument --lr: invalid float value: '0.01,x'"),
-    "seeds with seed": (["--seeds", "1,2", "--seed", "0"], "--seed applies to a single run, not to --seeds"),
-    "seeds with watch": (["--seeds", "1,2", "--watch"], "--watch applies to a single run, not to --seeds"),
-    "seeds with play": (["--seeds", "1,2", "--play", "policy.pt"], "--play applies to a single run, not to --seeds"),
-    "seeds with save-model": (["--seeds", "1,2", "--save-model", "p.pt"], "--save-model applies to a single run"),
 }
 
 
@@ -68,11 +60,10 @@ def assert_one_line_error(capsys, code, *needles):
 
 
 @pytest.mark.parametrize("argv,needle", CASES.values(), ids=CASES.keys())
-def test_bad_flag_values(argv, needle, capsys, tmp_path):
-    video_dir = tmp_path / "video"
-    code = rc.main([*argv, "--video-dir", str(video_dir)])
-    assert_one_line_error(capsys, code, needle)
-    assert not video_dir.exists(), "checked before any file is written"
+def test_bad_flag_values(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where --video-dir's default would be created
+    assert_one_line_error(capsys, rc.main(argv), needle)
+    assert os.listdir(tmp_path) == [], "checked before any file is written"
 
 
 class ImageObservation(gym.Env):
@@ -162,12 +153,39 @@ def test_bad_checkpoints(checkpoint, tmp_path, capsys):
     assert_one_line_error(capsys, rc.main(["--play", str(tmp_path), "--no-render"]), f"--play {tmp_path}: ")
 
 
-@pytest.mark.parametrize("flag", ["--env-id", "--save-model", "--history", "--plot", "--tensorboard"])
-def test_play_does_not_take_training_flags(flag, checkpoint, tmp_path, capsys):
-    value = "Acrobot-v1" if flag == "--env-id" else str(tmp_path / "out")
-    code = rc.main(["--play", str(checkpoint), flag, value, "--no-render"])
-    assert_one_line_error(capsys, code, f"{flag} applies to training, not to --play")
-    assert not (tmp_path / "out").exists()
+# Each flag at its default value, or a value that would otherwise pass.
+AT_DEFAULT = {"--seed": ["543"], "--gamma": ["0.99"], "--log-interval": ["100"], "--max-episodes": ["1000000"],
+              "--lr": ["0.01"], "--env-id": ["CartPole-v0"], "--seeds": ["0-3"], "--resume": [], "--workers": ["2"],
+              "--scheduler": ["tcp://127.0.0.1:8786"], "--video-dir": ["video"], "--save-model": ["p.pt"],
+              "--play": ["p.pt"], "--history": ["h.csv"], "--plot": ["p.png"], "--tensorboard": ["runs"],
+              "--watch": []}
+DOES_NOT_APPLY = {  # the command's flags, and the flags that do not apply to it
+    "a single run": ([], ["--seeds", "--play"], ["--workers", "--resume", "--scheduler"]),
+    "--seeds": (["--seeds", "0-3"], ["--play"], ["--seed", "--log-interval", "--save-model", "--watch"]),
+    "--play": (["--play", "p.pt"], [], ["--seeds", "--lr", "--gamma", "--log-interval", "--max-episodes", "--env-id",
+                                        "--history", "--plot", "--tensorboard", "--save-model", "--workers", "--resume",
+                                        "--scheduler"]),
+}
+
+
+@pytest.mark.parametrize("command,flag", [(command, flag) for command, (_, _, flags) in DOES_NOT_APPLY.items()
+                                          for flag in flags])
+def test_a_flag_given_where_it_does_not_apply_is_refused_even_at_its_default(command, flag, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv, _, _ = DOES_NOT_APPLY[command]
+    code = rc.main([*argv, flag, *AT_DEFAULT[flag], "--no-render"])
+    assert_one_line_error(capsys, code, f"{flag} does not apply to {command}")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv", [["--no-render"], ["--seeds", "0-3"], ["--seeds", "0-3", "--no-render"]],
+                         ids=["run without clips", "sweep, which records no clips by default", "sweep without clips"])
+def test_a_video_dir_where_no_clip_is_recorded_is_refused(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(capsys, rc.main([*argv, "--video-dir", "video"]), "--video-dir applies where clips are "
+                                                                            "recorded")
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_tensorboard_folder_that_cannot_be_created(capsys, tmp_path):

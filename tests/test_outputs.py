@@ -43,6 +43,7 @@ def test_training_and_the_trained_agent_are_recorded(recorded_run):
     episodes, mean, shortest, longest = trained_agent_score(result.stdout)
     assert episodes == 10 and 1 <= shortest <= mean <= longest <= 200
     assert shortest <= decoded_frames(video_dir / "trained-agent-episode-0.mp4")[1] - 1 <= longest
+    assert result.stdout.splitlines()[-1] == f"Written: {video_dir} (its clips)"
 
 
 def test_closing_the_recorder_mid_episode_writes_the_clip(tmp_path, capsys):
@@ -76,7 +77,9 @@ def test_outputs_go_into_folders_that_do_not_exist_yet(tmp_path, capsys):
     history = tmp_path / "runs" / "history.csv"
     assert rc.main(["--no-render", "--max-episodes", "2", "--plot", str(plot), "--save-model", str(model),
                     "--history", str(history)]) == 1
-    assert capsys.readouterr().err == ""
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.splitlines()[-1] == f"Written: {history} (--history), {plot} (--plot), {model} (--save-model)"
     with Image.open(plot) as image:
         assert image.format == "PNG"
     assert torch.load(model, weights_only=True)["info"]["episodes"] == len(history_rows(history)) == 2
@@ -86,7 +89,7 @@ def test_outputs_go_into_folders_that_do_not_exist_yet(tmp_path, capsys):
 def test_the_plot_is_a_png(solved_run):
     _, out = solved_run
     with Image.open(out / "curve.png") as image:
-        assert image.format == "PNG" and image.size == (800, 450)
+        assert image.format == "PNG" and image.size == (1100, 450)
         assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10, "not a blank image"
 
 
@@ -96,6 +99,8 @@ def test_tensorboard_shows_the_history_and_the_trained_agent(tmp_path):
                       "--tensorboard", logs)
     assert result.returncode == 1 and result.stderr == "", result.stderr
     assert os.listdir(logs) == ["CartPole-v0-lr0.01-gamma0.99-seed7"]
+    folder = logs / "CartPole-v0-lr0.01-gamma0.99-seed7"
+    assert result.stdout.splitlines()[-1] == f"Written: {folder} (--tensorboard), {history} (--history)"
     assert_tensorboard_equals_history(logs / "CartPole-v0-lr0.01-gamma0.99-seed7", history_rows(history), result.stdout)
 
 
@@ -133,10 +138,13 @@ def test_play_records_every_episode(solved_run, tmp_path, capsys):
     _, out = solved_run
     assert rc.main(["--play", str(out / "policy.pt"), "--eval-episodes", "2", "--video-dir", str(tmp_path)]) == 0
     names = ["play-episode-0.mp4", "play-episode-1.mp4"]
-    assert sorted(os.listdir(tmp_path)) == names
-    assert re.findall(r"^Video: (.*)$", capsys.readouterr().out, re.M) == [str(tmp_path / name) for name in names]
+    assert os.listdir(tmp_path) == ["play-policy"], "a folder of its own, named after the checkpoint"
+    assert sorted(os.listdir(tmp_path / "play-policy")) == names
+    output = capsys.readouterr().out
+    assert re.findall(r"^Video: (.*)$", output, re.M) == [str(tmp_path / "play-policy" / name) for name in names]
+    assert output.splitlines()[-1] == f"Written: {tmp_path / 'play-policy'} (its clips)"
     for name in names:
-        assert decoded_frames(tmp_path / name)[1] > 0
+        assert decoded_frames(tmp_path / "play-policy" / name)[1] > 0
 
 
 def test_outputs_write_through_a_link_to_its_target(tmp_path):

@@ -1,9 +1,12 @@
-"""A sweep's statistics, on hand-computed cases: the share of seeds solved by each episode, Wilson's interval of the
-share solved, the median's interval from order statistics, the chance that one setting solves faster than another
-and the verdict on it, and a summary that depends on the runs alone, not on the order in which they finished."""
+"""A sweep's statistics: the share of seeds solved by each episode, Wilson's interval of the share solved, the median's
+interval from order statistics, the chance that one setting solves faster than another, and the verdicts on every
+pair of settings, which keep at most 5 % false verdicts together, by simulation and on hand cases; a summary that
+depends on the runs alone, not on their order."""
 
 import bisect
+import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +19,16 @@ def results_of(*episodes, max_episodes=1000):
     """A result per count of episodes to solve, where None is a run that did not solve in max_episodes."""
     return [{"episodes": max_episodes if e is None else e, "solved": e is not None, "score": 200.0, "rows": []}
             for e in episodes]
+
+
+def summary_of(*settings, max_episodes=1000):
+    """The summary of a sweep whose lr 0.01, 0.02, ... solve in these episodes each (None: not solved)."""
+    runs, results = [], {}
+    for lr, episodes in zip((0.01, 0.02, 0.03, 0.04, 0.05), settings):
+        for seed, result in enumerate(results_of(*episodes, max_episodes=max_episodes)):
+            results[len(runs)] = result
+            runs.append(rc.Run(lr, 0.99, seed))
+    return rc.summary_lines(runs, results)
 
 
 def test_the_share_solved_by_each_episode_counts_solved_runs_only():
@@ -31,27 +44,24 @@ def test_wilson_interval_of_19_solved_of_20():
 
 def test_the_median_has_an_interval_of_order_statistics_from_6_runs_on():
     twenty = random.Random(0).sample(range(101, 121), 20)
-    assert rc.median_interval(np.array(twenty, dtype=float), 1000) == ((110.5, False), (106, 115))
-    assert rc.median_interval(np.array([100, 200, 300, 400, 500], dtype=float), 1000)[1] is None
-    assert rc.median_interval(np.array([100, 200, 300, 400, 500, 600], dtype=float), 1000)[1] == (100, 600)
+    assert rc.median_interval(np.array(twenty, dtype=float)) == (110.5, (106, 115))
+    assert rc.median_interval(np.array([100, 200, 300, 400, 500], dtype=float))[1] is None
+    assert rc.median_interval(np.array([100, 200, 300, 400, 500, 600], dtype=float))[1] == (100, 600)
 
 
-def test_a_median_that_the_runs_only_bound_from_below_is_shown_as_that_bound():
-    """Of 244, 345, >600 and >600 episodes the median is above (345 + 600) / 2, which is all that the runs show."""
-    runs = [rc.Run(0.01, 0.99, seed) for seed in range(4)]
-    results = dict(enumerate(results_of(244, 345, None, None, max_episodes=600)))
-    [_, row, *_] = rc.summary_lines(runs, results, 600)
-    assert row.split()[2:] == ["2/4", "[0.15,", "0.85]", ">472.5", "(n", "<", "6)", "244", "to", ">600", "200.0"]
-    results[3] = results_of(500)[0]
-    assert rc.summary_lines(runs, results, 600)[1].split()[5] == "422.5", "244, 345, 500, >600: exact"
+def test_a_median_that_half_the_runs_do_not_reach_is_said_so_in_whole_episodes():
+    """Of 244, 345, unsolved and unsolved the median is not known; of 244, 345, 500 and unsolved it is 422.5."""
+    [table_header, row, *_] = summary_of([244, 345, None, None], max_episodes=1000000)
+    assert row.split()[2:] == ["2", "of", "4", "[15,", "85", "%]", "not", "reached", "200.0"]
+    assert summary_of([244, 345, 500, None], max_episodes=1000000)[1].split()[8] == "422.5"
+    assert "e+" not in row
 
 
-def test_an_interval_end_that_an_unsolved_run_enters_is_a_bound():
+def test_an_interval_end_that_an_unsolved_run_enters_is_not_reached():
     episodes = np.array([300, 310, 320, 330, 340, 350, 360, np.inf, np.inf, np.inf])
-    assert rc.median_interval(episodes, 1000) == ((345, False), (310, np.inf))
-    runs = [rc.Run(0.01, 0.99, seed) for seed in range(10)]
-    results = dict(enumerate(results_of(300, 310, 320, 330, 340, 350, 360, None, None, None)))
-    assert rc.summary_lines(runs, results, 1000)[1].split()[5:9] == ["345", "[310,", ">1000]", "300"]
+    assert rc.median_interval(episodes) == (345, (310, np.inf))
+    row = summary_of([300, 310, 320, 330, 340, 350, 360, None, None, None])[1]
+    assert "345 [310, not reached]" in row
 
 
 def test_the_chance_to_solve_faster_counts_every_seed_pair_and_ties_as_half():
@@ -62,50 +72,118 @@ def test_the_chance_to_solve_faster_counts_every_seed_pair_and_ties_as_half():
     assert rc.chance_faster(a, b) == pytest.approx(pairs) and rc.chance_faster(a, b) + rc.chance_faster(b, a) == 1
 
 
-def test_identical_settings_are_not_told_apart():
-    a = np.array([120, 180, 240, 310, 400, np.inf, 500, 260])
-    assert rc.chance_faster(a, a.copy()) == 0.5
-    assert rc.verdict("lr 0.01", a, "lr 0.02", a.copy()).startswith("lr 0.01 and lr 0.02: not told apart (50 % [")
+def test_holm_multiplies_the_smallest_p_value_by_the_number_of_comparisons_and_keeps_the_order():
+    assert rc.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert rc.holm([0.5, 0.9]) == pytest.approx([1, 1]) and len(rc.holm([])) == 0
 
 
-def test_a_setting_that_always_solves_faster_does_so_in_every_seed_pair():
-    fast, slow = np.arange(100.0, 106.0), np.array([200, 300, 400, 500, np.inf, np.inf])
-    line = "lr 0.01 solves faster than lr 0.02 in 100 % of seed pairs [100, 100]"
-    assert rc.verdict("lr 0.01", fast, "lr 0.02", slow) == rc.verdict("lr 0.02", slow, "lr 0.01", fast) == line
-    assert "too few seeds" in rc.verdict("lr 0.01", fast[:5], "lr 0.02", slow)
+VERDICT = re.compile(r"^(lr \S+) solved in fewer episodes than (lr \S+) in (\d+) % of seed pairs: "
+                     r"(a clear|no clear) difference \(p (?:=|<) ([\d.]+)(?:, adjusted for (\d+) comparisons)?\)$")
 
 
-def sweep_results(seeds=8, shift_of_lr_002=300):
-    """Three settings' runs, where those of lr 0.01 solve in the fewest episodes: (runs, {index: result})."""
-    runs = [rc.Run(lr, 0.99, seed) for lr in (0.02, 0.01, 0.005) for seed in range(seeds)]
-    rng = np.random.default_rng(1)
-    shift = {0.02: shift_of_lr_002, 0.01: 100, 0.005: 800}
-    return runs, {i: results_of(int(rng.integers(0, 150)) + shift[run.lr])[0] for i, run in enumerate(runs)}
+def verdicts_in(lines):
+    """(faster, slower, percent, clear, p, comparisons) of each verdict line."""
+    return [VERDICT.match(line).groups() for line in lines if VERDICT.match(line)]
 
 
-def test_each_setting_is_set_against_the_one_with_the_lowest_median():
-    runs, results = sweep_results()
-    verdicts = rc.summary_lines(runs, results, 1000)[-2:]
-    assert verdicts == ["lr 0.01 solves faster than lr 0.02 in 100 % of seed pairs [100, 100]",
-                        "lr 0.01 solves faster than lr 0.005 in 100 % of seed pairs [100, 100]"]
+def false_verdict_share(settings, sweeps, seeds=10, resamples=999):
+    """The share of `sweeps` simulated sweeps with any clear difference among `settings` settings drawn from one
+    distribution: episodes to solve lognormal around 500, 0 to 30 % of runs unsolved. The tests draw 999 permutations
+    a comparison, not the sweep's 9999: as valid a test, ten times as fast."""
+    rng = np.random.default_rng(settings)
+    with_false = 0
+    for _ in range(sweeps):
+        unsolved = rng.uniform(0, 0.3)
+        episodes = {setting: np.where(rng.random(seeds) < unsolved, np.inf, np.round(rng.lognormal(np.log(500), 0.5,
+                                                                                                     seeds)))
+                    for setting in range(settings)}
+        lines = rc.verdicts(episodes, {setting: f"lr {setting}" for setting in episodes}, resamples)
+        with_false += any(clear == "a clear" for *_, clear, _, _ in verdicts_in(lines))
+    return with_false / sweeps
+
+
+@pytest.mark.parametrize("settings", [3, 5])
+def test_settings_that_do_not_differ_get_a_false_verdict_in_at_most_5_percent_of_sweeps(settings):
+    sweeps = 400
+    share = false_verdict_share(settings, sweeps)
+    assert share <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / sweeps), f"{share:.1%} of sweeps hold a false verdict"
+
+
+def test_every_pair_of_settings_is_compared_and_adjusted_for_their_number():
+    lines = summary_of(*([e + shift for e in range(100, 106)] for shift in (0, 300, 800)))
+    found = verdicts_in(lines)
+    assert [(faster, slower) for faster, slower, *_ in found] == [("lr 0.01", "lr 0.02"), ("lr 0.01", "lr 0.03"),
+                                                                  ("lr 0.02", "lr 0.03")]
+    assert all(percent == "100" and clear == "a clear" and comparisons == "3"
+               for _, _, percent, clear, _, comparisons in found), lines
+
+
+def swapped(line):
+    """The line with lr 0.01 and lr 0.02 swapped, as of a sweep that lists them the other way round."""
+    return line.replace("lr 0.01", "lr X").replace("lr 0.02", "lr 0.01").replace("lr X", "lr 0.02")
+
+
+def test_settings_apart_at_6_seeds_get_a_verdict_and_at_5_too_few_runs():
+    fast, slow = list(range(100, 106)), [200, 300, 400, 500, None, None]
+    line = "lr 0.01 solved in fewer episodes than lr 0.02 in 100 % of seed pairs: a clear difference (p = 0.003)"
+    assert summary_of(fast, slow)[-1] == line and summary_of(slow, fast)[-1] == swapped(line)
+    assert summary_of(fast[:5], slow)[-1] == "lr 0.01 and lr 0.02: too few runs to compare (it takes 6 of each)"
+
+
+def test_identical_settings_tie_with_no_clear_difference():
+    runs = [120, 180, 240, 310, 400, None, 500, 260]
+    assert summary_of(runs, runs)[-1] == ("lr 0.01 and lr 0.02 tie, each faster in half the seed pairs: "
+                                          "no clear difference (p = 1)")
+
+
+def test_settings_whose_medians_are_not_reached_are_not_ordered_by_their_place_in_the_command():
+    """Medians that half the runs do not reach tie in the table; the verdict comes from the runs, as it would were the
+    settings listed the other way round."""
+    a, b = [650, 700, None, None, None, None], [995, 998, None, None, None, None]
+    lines = summary_of(a, b)
+    assert [line.split()[-3:-1] for line in lines[1:3]] == [["not", "reached"]] * 2
+    assert lines[-1].startswith("lr 0.01 solved in fewer episodes than lr 0.02 in 56 %")
+    assert lines[-1] == swapped(summary_of(b, a)[-1])
+
+
+# Settings whose chance, 66 %, has a 95 % bootstrap interval that printed as [50, 81] beside a verdict.
+CLOSE_A = [468, 808, None, 449, 449, 860, None, 1226, 297, 557, None, 549, None, 803, 610, 229, 804, 963, 351, None,
+           437, 284, 625, 256, 294, 214]
+CLOSE_B = [367, 1057, 232, 545, 414, 562, 389, 321, 462, 475, 374, 276, 243, 334, 397, 587, 332, 319, 210, 357, 1200,
+           863, 223, 444, 531, 1000]
+
+
+def test_the_numbers_printed_beside_a_verdict_never_contradict_it():
+    rng = np.random.default_rng(3)
+    cases = [(CLOSE_A, CLOSE_B)] + [tuple([None if rng.random() < 0.15 else int(e) for e in
+                                           np.round(rng.lognormal(np.log(500), 0.5, 26))] for _ in range(2))
+                                    for _ in range(15)]
+    for a, b in cases:
+        line = summary_of(a, b, max_episodes=2000)[-1]
+        assert "[" not in line and " 50 %" not in line, line
+        [(_, _, percent, clear, p, _)] = verdicts_in([line]) or [(None,) * 6]
+        assert clear is None or (int(percent) > 50 and (float(p) <= 0.05) == (clear == "a clear")), line
 
 
 def test_the_summary_of_the_same_runs_finished_in_another_order_is_the_same():
-    runs, results = sweep_results(shift_of_lr_002=150)  # settings that overlap: the bootstrap's draws matter
-    lines = rc.summary_lines(runs, results, 1000)
-    assert "[100, 100]" not in lines[-2], lines[-2]
-    for order in range(20):  # the bootstrap draws the same indices, which hold other runs in another order
+    runs = [rc.Run(lr, 0.99, seed) for lr in (0.02, 0.01, 0.005) for seed in range(8)]
+    rng = np.random.default_rng(1)
+    shift = {0.02: 150, 0.01: 100, 0.005: 800}
+    results = {i: results_of(int(rng.integers(0, 150)) + shift[run.lr])[0] for i, run in enumerate(runs)}
+    lines = rc.summary_lines(runs, results)
+    for order in range(5):  # the permutations drawn are the same, whatever order the runs finished in
         shuffled = list(results.items())
         random.Random(order).shuffle(shuffled)
-        assert rc.summary_lines(runs, dict(shuffled), 1000) == lines
+        assert rc.summary_lines(runs, dict(shuffled)) == lines
 
 
 def test_a_partial_summary_says_so_and_counts_the_finished_runs_alone():
-    runs, results = sweep_results()
-    del results[3], results[20]
-    lines = rc.summary_lines(runs, results, 1000)
-    assert lines[0] == "Partial: the statistics of the 22 finished runs of 24"
-    assert lines[2].split()[2] == "7/7" and lines[2].endswith("(1 runs unfinished)")
+    runs = [rc.Run(lr, 0.99, seed) for lr in (0.02, 0.01) for seed in range(8)]
+    results = dict(enumerate(results_of(*range(100, 116))))
+    del results[3], results[12]
+    lines = rc.summary_lines(runs, results)
+    assert lines[0] == "Partial: the statistics of the 14 finished runs of 16"
+    assert lines[2].split()[2:5] == ["7", "of", "7"] and lines[2].endswith("(1 runs unfinished)")
 
 
 def test_the_sweep_figure_has_the_share_solved_below_the_running_reward(tmp_path):
@@ -113,4 +191,5 @@ def test_the_sweep_figure_has_the_share_solved_below_the_running_reward(tmp_path
     settings = {"lr 0.01, gamma 0.99": [{**result, "rows": rows[:result["episodes"]]}
                                         for result in results_of(150, 200, None, max_episodes=200)]}
     rc.write_sweep_plot(tmp_path / "runs.png", settings, 195, "runs")
-    assert Image.open(tmp_path / "runs.png").size == (800, 900), "two panels, each 4.5 inches high"
+    with Image.open(tmp_path / "runs.png") as image:
+        assert image.size == (1100, 900), "two panels, each 4.5 inches high, and their legends beside them"

@@ -21,9 +21,9 @@ import psutil
 import pytest
 import torch
 
-from conftest import (PATIENCE, RUNS, SWEEP, assert_equals_the_reference, curves, decoded_frames, history_rows,
-                      lines_until, progress_lines, run_main, run_script, runs_in, script_env, start_script, summary,
-                      sweep_outputs, tensorboard_scalars, trained_agent_score)
+from conftest import (PATIENCE, ROOT, RUNS, SWEEP, assert_equals_the_reference, curves, decoded_frames, history_rows,
+                      lines_until, progress_lines, run_main, run_script, runs_in, script_command, script_env,
+                      start_script, summary, sweep_outputs, tensorboard_scalars, trained_agent_score)
 
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")
 
@@ -40,8 +40,37 @@ def test_every_run_of_a_sweep_is_its_solo_run(reference_sweep, tmp_path):
         assert solo_run.returncode == 1, solo_run.stderr
         assert curves(solo) == {(lr, gamma, seed): curves(history)[(lr, gamma, seed)]}
         assert line[5:7] == ("not ", "40") and line[7] == f"{trained_agent_score(solo_run.stdout)[1]:.1f}"
-    assert [line.split()[:3] for line in summary(result.stdout)[1:]] == [["0.01", "0.99", "0/3"],
-                                                                         ["0.02", "0.99", "0/3"]]
+    assert [line.split()[:5] for line in summary(result.stdout)[1:]] == [["0.01", "0.99", "0", "of", "3"],
+                                                                         ["0.02", "0.99", "0", "of", "3"]]
+
+
+def test_a_sweep_says_what_it_trains_first_and_the_files_it_wrote_last(reference_sweep):
+    result, history, plot = reference_sweep
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Training 6 runs on this process" and lines[1].startswith("[1/6] ")
+    record = f"{history}.jsonl (the record that --resume reads)"
+    assert lines[-1] == f"Written: {record}, {history} (--history), {plot} (--plot)"
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux shows what a terminal shows")
+def test_a_sweep_in_a_terminal_shows_a_progress_bar_with_the_time_left(tmp_path):
+    server = ["tmux", "-L", f"reinforce-cartpole-{os.getpid()}", "-f", os.devnull]
+    command = " ".join(script_command(*SWEEP, "--workers", 2, "--history", tmp_path / "history.csv"))
+    subprocess.run([*server, "new-session", "-d", "-x", "150", "-y", "40", f"cd {ROOT} && {command}; sleep 600"],
+                   check=True, env=script_env({"TMUX": None}))
+    try:
+        deadline = time.monotonic() + PATIENCE
+        screen = ""
+        while "Written: " not in screen and time.monotonic() < deadline:
+            time.sleep(0.2)  # polls the screen until the sweep has ended
+            screen = subprocess.run([*server, "capture-pane", "-p"], capture_output=True, text=True).stdout
+    finally:
+        subprocess.run([*server, "kill-server"])
+    lines = screen.splitlines()
+    assert lines[0] == "Training 6 runs on 2 worker processes", screen
+    bar = re.compile(r"100%\|█+\| 6/6 \[\d\d:\d\d<00:00, +[\d.]+(s/run|run/s)\]")  # the time taken<the time left
+    assert any(bar.fullmatch(line.strip()) for line in lines), screen
+    assert len(progress_lines("\n".join(lines))) == 6, "each run's line stays, above the bar"
 
 
 def python_startup(folder, code):
@@ -75,7 +104,8 @@ def one_gpu(tmp_path, monkeypatch):
 def test_a_local_cluster_of_three_workers_where_torch_reports_one_gpu_equals_one_worker(reference_sweep, one_gpu,
                                                                                         tmp_path, capfd):
     three = run_main(*SWEEP, "--workers", 3, *sweep_outputs(tmp_path))
-    assert re.fullmatch(r"(reinforce_cartpole\.py: 3 workers share \d cores: each run takes longer\n)?", three.stderr)
+    assert three.stderr == "" and re.match(r"Training 6 runs on 3 worker processes(, more than the \d cores: each run "
+                                           r"takes longer)?\n", three.stdout), three.stdout
     assert capfd.readouterr().err == "", "the workers and Dask are quiet"
     assert sorted(line[0] for line in progress_lines(three.stdout)) == ["1", "2", "3", "4", "5", "6"]
     assert_equals_the_reference(three, tmp_path, reference_sweep)
@@ -270,7 +300,7 @@ def test_a_signal_while_the_cluster_starts_stops_at_once_once_it_has(signum, tmp
         child.send_signal(signum)  # a process manager's stop, to the launcher alone
     out, err = child.communicate(timeout=PATIENCE)
     assert child.returncode == 128 + signum and err == "", err
-    assert out == f"Stopped at once by {signum.name}\n", "no run trains"
+    assert re.fullmatch(rf"Training 6 runs on 2 worker processes.*\nStopped at once by {signum.name}\n", out), "no run"
     assert_none_outlives(processes)
 
 
@@ -285,9 +315,9 @@ def ignores_sigint(process):
 
 
 def test_a_closed_pipe_stops_the_sweep_quietly_and_keeps_the_finished_runs(tmp_path):
-    # As `... --seeds 0-2 --lr 0.01,0.02 | head -1` does.
+    # As `... --seeds 0-2 --lr 0.01,0.02 | head -2` does: the line that says what the sweep trains, and the first run's.
     child = start_script(*SWEEP, "--workers", 2, *sweep_outputs(tmp_path))
-    first = child.stdout.readline()
+    first = child.stdout.readline() + child.stdout.readline()
     child.stdout.close()
     assert child.wait(timeout=PATIENCE) == 141
     with child.stderr:
@@ -365,9 +395,11 @@ def test_each_run_of_a_sweep_records_its_own_clips_and_tensorboard_run(tmp_path)
         rows = [row for row in history_rows(history) if row["seed"] == str(seed)]
         assert scalars["episode/return"] == [(int(row["episode"]), float(row["return"])) for row in rows]
         [(_, mean)] = scalars["trained_agent/mean_return"]
-        assert f"seed {seed}: not solved in 2 episodes, trained agent {mean:.1f};" in result.stdout
+        assert f"seed {seed}: not solved in 2 episodes, trained agent (eval mode) {mean:.1f};" in result.stdout
     assert sorted(os.listdir(tmp_path / "video")) == folders
-    assert f"such as {tmp_path / 'video' / folders[0]}" in result.stdout, "the sweep says where its clips go"
+    assert result.stdout.splitlines()[-1] == (f"Written: {tmp_path / 'video'} (the runs' clips, a folder each), "
+                                              f"{tmp_path / 'tb'} (--tensorboard, a folder each), {history}.jsonl "
+                                              f"(the record that --resume reads), {history} (--history)")
     for folder in os.listdir(tmp_path / "video"):
         names = sorted(os.listdir(tmp_path / "video" / folder))
         assert names == ["rl-video-episode-0.mp4", "rl-video-episode-1.mp4", "trained-agent-episode-0.mp4"]
@@ -499,7 +531,8 @@ def test_a_cluster_without_workers_says_so_and_is_stopped_by_one_sigterm(dask_cl
     out, err = stopped_within(child, 5)
     assert (child.returncode, err) == (143, ""), err
     assert "Partial: the statistics of the 0 finished runs of 6\n" in out
-    assert out.endswith("Stopped by SIGTERM: 0 of 6 runs finished\n")
+    assert out.splitlines()[-2] == "Stopped by SIGTERM: 0 of 6 runs finished"
+    assert out.splitlines()[-1].startswith("Written: ")
 
 
 def test_a_scheduler_that_never_answers_is_one_line_once_its_wait_is_over(tmp_path):
@@ -519,7 +552,7 @@ def test_a_local_cluster_has_no_more_workers_than_runs(tmp_path):
     child = start_script("--seeds", "0,1", "--max-episodes", 40, "--workers", 8, "--history", tmp_path / "history.csv")
     most = 0
     while child.poll() is None:  # the workers that the launcher has started, at every look until it ends
-        most = max(most, len(workers_of(descendants(child.pid))))
+        most = max(most, len([worker for worker in workers_of(descendants(child.pid)) if alive(worker)]))
         time.sleep(0.02)
     out, err = child.communicate(timeout=PATIENCE)
     assert child.returncode == 0 and err == "", err

@@ -131,7 +131,8 @@ def test_watching_ends_when_the_window_is_closed_or_on_ctrl_c(how, status, x_dis
     assert re.search(rf"^Played {played} episodes of CartPole-v0 with .*policy\.pt: return ", stdout, re.M), stdout
     # Each episode is recorded as without --watch, and the one that was on screen too, up to where it stopped.
     assert 0 < played < 1000
-    assert clips(tmp_path / "video") == sorted(f"play-episode-{episode}.mp4" for episode in range(played + 1))
+    folder = tmp_path / "video" / f"play-{checkpoint.stem}"  # a folder of its own, named after the checkpoint
+    assert clips(folder) == sorted(f"play-episode-{episode}.mp4" for episode in range(played + 1))
 
 
 def test_watch_with_a_display_that_cannot_be_opened_trains_nothing(tmp_path, monkeypatch):
