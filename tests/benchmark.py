@@ -534,7 +534,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small sizes, about a minute (default: full run)")
     p.add_argument("--only", choices=SECTIONS, action="append", help="run this section (default: all)")
     p.add_argument("--seeds-figure", metavar="PNG", help="where the solving section's sweep draws its figure "
-                   "(the README's is video/seeds.png; default: a temporary file)")
+                   "(default: a temporary file)")
     p.add_argument("--baseline", metavar="SCRIPT", help="an earlier reinforce_cartpole.py that the sweep section "
                    "times beside this one, such as one written by git show REV:reinforce_cartpole.py (default: none)")
     args = p.parse_args(argv)

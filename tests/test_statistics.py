@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 import reinforce_cartpole as rc
@@ -151,11 +152,15 @@ CLOSE_A = [468, 808, None, 449, 449, 860, None, 1226, 297, 557, None, 549, None,
            437, 284, 625, 256, 294, 214]
 CLOSE_B = [367, 1057, 232, 545, 414, 562, 389, 321, 462, 475, 374, 276, 243, 334, 397, 587, 332, 319, 210, 357, 1200,
            863, 223, 444, 531, 1000]
+# Settings whose p-values lie just above and just below 5 %: 0.0574, 0.0504 and 0.045.
+NEAR_5_PERCENT = [([394, 834, 247, 364, 362, 593, 675, None], [1087, 577, 1125, None, None, 720, 458, 911]),
+                  ([915, 286, 236, 473, None, None, 360, 292], [None, None, None, 504, 752, None, 521, None]),
+                  ([430, 245, 267, 680, 267, 394, None, 299], [690, 472, 1767, 952, 357, 675, 867, None])]
 
 
 def test_the_numbers_printed_beside_a_verdict_never_contradict_it():
     rng = np.random.default_rng(3)
-    cases = [(CLOSE_A, CLOSE_B)] + [tuple([None if rng.random() < 0.15 else int(e) for e in
+    cases = [(CLOSE_A, CLOSE_B), *NEAR_5_PERCENT] + [tuple([None if rng.random() < 0.15 else int(e) for e in
                                            np.round(rng.lognormal(np.log(500), 0.5, 26))] for _ in range(2))
                                     for _ in range(15)]
     for a, b in cases:
@@ -163,6 +168,14 @@ def test_the_numbers_printed_beside_a_verdict_never_contradict_it():
         assert "[" not in line and " 50 %" not in line, line
         [(_, _, percent, clear, p, _)] = verdicts_in([line]) or [(None,) * 6]
         assert clear is None or (int(percent) > 50 and (float(p) <= 0.05) == (clear == "a clear")), line
+
+
+def test_the_p_value_is_the_same_whatever_the_order_of_the_settings_and_of_their_runs():
+    """At 10 runs each, the permutations are drawn (there are 184756): the same draws, whichever way round."""
+    rng = np.random.default_rng(4)
+    a, b = (np.where(rng.random(10) < 0.2, np.inf, np.round(rng.lognormal(np.log(500), 0.5, 10))) for _ in range(2))
+    p = rc.p_value(a, b)
+    assert 0.01 < p < 1 and rc.p_value(b, a) == p and rc.p_value(rng.permutation(a), rng.permutation(b)) == p
 
 
 def test_the_summary_of_the_same_runs_finished_in_another_order_is_the_same():
@@ -186,10 +199,18 @@ def test_a_partial_summary_says_so_and_counts_the_finished_runs_alone():
     assert lines[2].split()[2:5] == ["7", "of", "7"] and lines[2].endswith("(1 runs unfinished)")
 
 
-def test_the_sweep_figure_has_the_share_solved_below_the_running_reward(tmp_path):
+def test_the_sweep_figure_has_the_share_solved_below_the_running_reward_and_legends_beside_them(tmp_path,
+                                                                                                 monkeypatch):
     rows = [rc.Row(e, 20, 20.0, 10.0 + e, 0.0) for e in range(1, 201)]
     settings = {"lr 0.01, gamma 0.99": [{**result, "rows": rows[:result["episodes"]]}
                                         for result in results_of(150, 200, None, max_episodes=200)]}
     rc.write_sweep_plot(tmp_path / "runs.png", settings, 195, "runs")
     with Image.open(tmp_path / "runs.png") as image:
-        assert image.size == (1100, 900), "two panels, each 4.5 inches high, and their legends beside them"
+        assert image.size == (1100, 900), "two panels, each 4.5 inches high"
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    rc.write_sweep_plot(tmp_path / "again.png", settings, 195, "runs")
+    [figure] = drawn
+    figure.draw_without_rendering()
+    for ax in figure.axes:
+        assert not ax.get_legend().get_window_extent().overlaps(ax.get_window_extent()), "a legend over the data"
