@@ -147,7 +147,8 @@ def test_settings_whose_medians_are_not_reached_are_not_ordered_by_their_place_i
     assert lines[-1] == swapped(summary_of(b, a)[-1])
 
 
-# Settings whose chance, 66 %, has a 95 % bootstrap interval that printed as [50, 81] beside a verdict.
+# Settings whose chance, 66 %, had a 95 % bootstrap interval that the earlier summary printed as [50, 81] beside a
+# verdict.
 CLOSE_A = [468, 808, None, 449, 449, 860, None, 1226, 297, 557, None, 549, None, 803, 610, 229, 804, 963, 351, None,
            437, 284, 625, 256, 294, 214]
 CLOSE_B = [367, 1057, 232, 545, 414, 562, 389, 321, 462, 475, 374, 276, 243, 334, 397, 587, 332, 319, 210, 357, 1200,
