@@ -421,7 +421,6 @@ def train_and_report(args, stop):
 
 
 def report(args, outputs, stop, written):
-    """The run's last lines: the trained agent's score, how it ended, and the files it left."""
     if outputs.scores:
         print(f"Trained agent, {len(outputs.scores)} episodes in eval mode: {describe_returns(outputs.scores)}")
     if stop.is_set():
@@ -1203,8 +1202,7 @@ def chance_faster(a, b):
 
 
 def p_value(a, b, resamples=9999):
-    """The two-sided p-value of chance_faster(a, b) = 1/2, by a permutation test of Brunner and Munzel's statistic,
-    which holds its level where spreads differ too; seeded, and blind to the runs' order: same runs, same words."""
+    """Two-sided p of chance_faster(a, b) = 1/2, permuting Brunner-Munzel's statistic: seeded, the runs sorted first."""
     from scipy.stats import brunnermunzel, permutation_test
 
     def statistic(a, b, axis):
@@ -1495,4 +1493,6 @@ def load_checkpoint(checkpoint):
 
 if __name__ == "__main__":
     sys.stdout.reconfigure(line_buffering=True)  # log lines show up at once, even through a pipe
-    sys.exit(main())
+    status = main()
+    logging.disable()  # the edge has said how it ended: asyncio's lines on Dask's futures as the process ends are noise
+    sys.exit(status)
