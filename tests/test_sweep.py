@@ -328,14 +328,28 @@ def test_a_closed_pipe_stops_the_sweep_quietly_and_keeps_the_finished_runs(tmp_p
     assert (tmp_path / "runs.png").read_bytes().startswith(b"\x89PNG")
 
 
+def runs_training(folder):
+    """The runs of a sweep into `folder` that have started and not finished."""
+    started = len(os.listdir(folder / "tb")) if (folder / "tb").exists() else 0
+    record = folder / "history.csv.jsonl"
+    return started - (len(record.read_text().splitlines()) - 1 if record.exists() else 0)
+
+
 @POSIX
 def test_a_worker_killed_mid_run_is_retried_and_the_sweep_loses_nothing(reference_sweep, tmp_path):
-    child, lines, processes = start_sweep(tmp_path)
-    workers_of(processes)[0].kill()  # each worker trains one of the 5 runs left, or starts one
+    """Killed while both workers train, each a run whose start Dask has logged: a run makes its TensorBoard folder once
+    its start is logged, and the record gains a line as it finishes."""
+    child = start_script(*SWEEP, "--workers", 2, *sweep_outputs(tmp_path), "--tensorboard", tmp_path / "tb")
+    deadline = time.monotonic() + PATIENCE
+    while runs_training(tmp_path) < 2:
+        assert time.monotonic() < deadline and child.poll() is None, child.communicate()
+        time.sleep(0.005)
+    processes = descendants(child.pid)
+    workers_of(processes)[0].kill()
     out, err = child.communicate(timeout=PATIENCE)
     assert re.fullmatch(r"reinforce_cartpole\.py: the worker of lr 0\.0[12], gamma 0\.99, seed \d was lost: the run is "
                         r"retried\n", err), err
-    result = subprocess.CompletedProcess(child.args, child.returncode, lines + out, err)
+    result = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     assert sorted(runs_in(result.stdout)) == sorted(RUNS)
     assert_equals_the_reference(result, tmp_path, reference_sweep)
     assert_none_outlives(processes)
